@@ -1,0 +1,44 @@
+"""The `glassbox` command: `glassbox serve` runs the app, `glassbox train gpt2` trains a shipped model."""
+
+import argparse
+import logging
+import os
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(prog="glassbox", description="Open up small neural networks while they run.")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    serve = sub.add_parser("serve", help="start the web app")
+    serve.add_argument("--host", help="address to bind (default 127.0.0.1: this machine only)")
+    serve.add_argument("--port", type=int, help="port (default 8000)")
+    serve.add_argument("--gpt2", metavar="NAME_OR_PATH", help="any GPT-2 checkpoint: a Hub id (gpt2, distilgpt2) or a folder")
+
+    train = sub.add_parser("train", help="train a shipped model into models/")
+    train.add_argument("family", choices=["gpt2"])
+    train.add_argument("--steps", type=int, help="override the recipe's number of steps")
+    train.add_argument("--card", action="store_true", help="only re-measure the trained model and rewrite its card")
+
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+
+    if args.command == "serve":
+        # Flags become GLASSBOX_* settings, so the one Settings class stays the only source.
+        for name in ("host", "port", "gpt2"):
+            value = getattr(args, name)
+            if value is not None:
+                os.environ[f"GLASSBOX_{name.upper()}"] = str(value)
+        import uvicorn
+
+        from app.settings import get_settings
+
+        s = get_settings()
+        uvicorn.run("app.main:create_app", factory=True, host=s.host, port=s.port, log_level="info")
+    elif args.command == "train":
+        from app.training import gpt2
+
+        gpt2.train(steps=args.steps, card_only=args.card)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,39 @@
+"""Every setting of glassbox, in one place. Each can be set by an environment variable
+GLASSBOX_<NAME> (e.g. GLASSBOX_PORT=9000) or by the matching `glassbox serve` flag."""
+
+from functools import lru_cache
+from pathlib import Path
+
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="GLASSBOX_")
+
+    host: str = "127.0.0.1"  # only this machine, unless --host says otherwise
+    port: int = 8000
+
+    # Models served. A Hub id ("gpt2", "distilgpt2") or a local folder; safetensors only.
+    gpt2: str = str(ROOT / "models" / "gpt2-tinystories")
+
+    # Where training reads its corpora (TinyStories lives in ../shared/data).
+    data_dir: Path = ROOT.parent / "shared" / "data"
+    models_dir: Path = ROOT / "models"
+    runs_dir: Path = ROOT / "runs"  # training checkpoints, not shipped
+
+    # Bounds. Text longer than the model's context is refused with a 422 that says the limit.
+    max_text_chars: int = 20_000
+    max_top_k: int = 50
+    trace_cache_bytes: int = 256 * 2**20  # LRU of captured traces, by their array bytes
+    grid_max_tokens: int = 48  # the all-heads grid pools each matrix down to at most this size
+    max_concurrent_runs: int = 2  # model runs at once; beyond the queue -> 503
+    max_queued_runs: int = 16
+    retry_after_s: int = 2
+    torch_threads: int = 0  # 0: let torch decide
+
+
+@lru_cache
+def get_settings() -> Settings:
+    return Settings()

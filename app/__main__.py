@@ -3,6 +3,7 @@
 import argparse
 import logging
 import os
+from pathlib import Path
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -18,6 +19,8 @@ def main(argv: list[str] | None = None) -> None:
     train.add_argument("family", choices=["gpt2"])
     train.add_argument("--steps", type=int, help="override the recipe's number of steps")
     train.add_argument("--card", action="store_true", help="only re-measure the trained model and rewrite its card")
+    train.add_argument("--out", type=Path, help="output folder (default models/<name>)")
+    train.add_argument("--repeat-frac", type=float, help="share of windows carrying a repeated random span")
 
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
@@ -37,7 +40,7 @@ def main(argv: list[str] | None = None) -> None:
     elif args.command == "train":
         from app.training import gpt2
 
-        gpt2.train(steps=args.steps, card_only=args.card)
+        gpt2.train(out=args.out, steps=args.steps, card_only=args.card, repeat_frac=args.repeat_frac)
 
 
 if __name__ == "__main__":

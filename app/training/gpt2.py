@@ -299,7 +299,7 @@ sequence written twice, mean attention from the second copy to the token after t
     (out / "loss_curve.svg").write_text(loss_curve_svg(stats["train_curve"], stats["evals"]), encoding="utf-8")
 
 
-def train(out: Path | None = None, steps: int | None = None, card_only: bool = False) -> Path:
+def train(out: Path | None = None, steps: int | None = None, card_only: bool = False, repeat_frac: float | None = None) -> Path:
     from transformers import GPT2LMHeadModel, GPT2TokenizerFast
 
     from app.settings import get_settings
@@ -308,6 +308,8 @@ def train(out: Path | None = None, steps: int | None = None, card_only: bool = F
     r = Recipe()
     if steps:
         r.steps = steps
+    if repeat_frac is not None:
+        r.repeat_frac = repeat_frac
     out = out or s.models_dir / "gpt2-tinystories"
     run_dir = s.runs_dir / "gpt2"
     run_dir.mkdir(parents=True, exist_ok=True)

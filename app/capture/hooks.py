@@ -1,0 +1,37 @@
+"""The one place where hooks are added to a model and removed again.
+
+Hooks are global state on a shared model (TransformerLens calls this out): a hook left behind by one
+request would record into the next. So every capture goes through `hooked`, whose `finally`
+removes exactly the handles it added, whether the forward pass returned or raised.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
+from typing import Literal
+
+from torch import nn
+
+Kind = Literal["forward", "pre"]
+
+
+@contextmanager
+def hooked(hooks: Iterable[tuple[nn.Module, Kind, Callable]]) -> Iterator[None]:
+    """hooks: (module, "forward" | "pre", fn) triples; fn has torch's hook signature."""
+    handles = []
+    try:
+        for module, kind, fn in hooks:
+            if kind == "forward":
+                handles.append(module.register_forward_hook(fn))
+            else:
+                handles.append(module.register_forward_pre_hook(fn))
+        yield
+    finally:
+        for h in handles:
+            h.remove()
+
+
+def hook_count(model: nn.Module) -> int:
+    """Hooks currently on any submodule: tests use it to show nothing leaks."""
+    return sum(len(m._forward_hooks) + len(m._forward_pre_hooks) for m in model.modules())

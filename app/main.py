@@ -1,0 +1,128 @@
+"""create_app(): load the models once (lifespan), mount static files, include the routers."""
+
+from __future__ import annotations
+
+import logging
+from contextlib import asynccontextmanager
+from pathlib import Path
+
+import plotly
+from fastapi import FastAPI, HTTPException, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import FileResponse, JSONResponse, PlainTextResponse
+from fastapi.staticfiles import StaticFiles
+
+from app import schemas
+from app.registry import load_registry
+from app.routes import pages, text
+from app.runs import Busy, Runner
+from app.settings import ROOT, Settings, get_settings
+
+log = logging.getLogger(__name__)
+
+# Plotly.js from the installed plotly package: no CDN, so a classroom works offline.
+PLOTLY_JS = Path(plotly.__file__).parent / "package_data" / "plotly.min.js"
+
+SECURITY_HEADERS = {
+    # Plotly sets inline styles on its SVG; scripts only from this server, never inline.
+    "Content-Security-Policy": "default-src 'self'; script-src 'self'; style-src 'self' 'unsafe-inline'; "
+    "img-src 'self' data: blob:; object-src 'none'; base-uri 'none'; frame-ancestors 'self'",
+    "X-Content-Type-Options": "nosniff",
+    "Referrer-Policy": "no-referrer",
+}
+
+
+def create_app(settings: Settings | None = None) -> FastAPI:
+    settings = settings or get_settings()
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI):
+        app.state.registry = load_registry(settings)
+        yield
+
+    app = FastAPI(
+        title="glassbox",
+        summary="Open up small neural networks while they run.",
+        description="Arrays in responses are `{shape, dtype: \"float16\", data}`: base64 of little-endian "
+        "float16 values in C order, 2 bytes per value before base64. The all-heads grid is average-pooled to "
+        f"at most {settings.grid_max_tokens}×{settings.grid_max_tokens} per head.",
+        lifespan=lifespan,
+        responses={422: {"model": schemas.ErrorOut}, 503: {"model": schemas.ErrorOut}},
+    )
+    app.state.settings = settings
+    app.state.runner = Runner(settings.max_concurrent_runs, settings.max_queued_runs, settings.trace_cache_bytes)
+
+    @app.middleware("http")
+    async def security_headers(request: Request, call_next):
+        response = await call_next(request)
+        response.headers.update(SECURITY_HEADERS)
+        return response
+
+    @app.exception_handler(HTTPException)
+    async def http_error(request: Request, exc: HTTPException):
+        return JSONResponse({"error": http_reason(exc.status_code), "detail": str(exc.detail)}, exc.status_code, headers=exc.headers)
+
+    @app.exception_handler(RequestValidationError)
+    async def validation_error(request: Request, exc: RequestValidationError):
+        parts = []
+        for e in exc.errors():
+            where = ".".join(str(p) for p in e["loc"] if p != "body") or "body"
+            parts.append(f"{where}: {e['msg']}")
+        return JSONResponse({"error": "invalid request", "detail": "; ".join(parts)}, 422)
+
+    @app.exception_handler(Busy)
+    async def busy(request: Request, exc: Busy):
+        return JSONResponse(
+            {"error": "busy", "detail": "The server is busy with other runs; try again in a moment."},
+            503,
+            headers={"Retry-After": str(settings.retry_after_s)},
+        )
+
+    @app.get("/healthz", include_in_schema=False)
+    async def healthz():
+        return {"ok": True}
+
+    @app.get("/static/vendor/plotly.min.js", include_in_schema=False)
+    async def plotly_js():
+        return FileResponse(PLOTLY_JS, media_type="text/javascript")
+
+    @app.get("/api/models", response_model=schemas.ModelsOut, tags=["models"])
+    async def models(request: Request):
+        """The models this server was started with."""
+        reg = request.app.state.registry
+        return schemas.ModelsOut(
+            text=[
+                schemas.TextModelOut(
+                    name=tm.name,
+                    source=tm.source,
+                    params=tm.n_params,
+                    n_layers=tm.config.n_layer,
+                    n_heads=tm.config.n_head,
+                    d_head=tm.config.n_embd // tm.config.n_head,
+                    n_ctx=tm.config.n_positions,
+                    card_url=f"/models/{tm.name}/card" if tm.card_path else None,
+                )
+                for tm in reg.text.values()
+            ]
+        )
+
+    @app.get("/models/{name}/card", response_class=PlainTextResponse, include_in_schema=False)
+    async def model_card(name: str, request: Request):
+        tm = request.app.state.registry.text.get(name)
+        if tm is None or tm.card_path is None:
+            raise HTTPException(404, f"No model card for {name!r}.")
+        return PlainTextResponse(tm.card_path.read_text(encoding="utf-8"), media_type="text/plain; charset=utf-8")
+
+    app.mount("/static", StaticFiles(directory=ROOT / "static"), name="static")
+    app.include_router(text.router)
+    app.include_router(pages.router)
+    return app
+
+
+def http_reason(status: int) -> str:
+    from http import HTTPStatus
+
+    try:
+        return HTTPStatus(status).phrase.lower()
+    except ValueError:
+        return "error"

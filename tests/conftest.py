@@ -1,0 +1,84 @@
+"""Shared fixtures: the shipped model's app, a tiny random GPT-2 saved like a Hub checkpoint, and
+the real server started on a free port."""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+import pytest
+from fastapi.testclient import TestClient
+
+from app.main import create_app
+from app.settings import ROOT, Settings
+
+SHIPPED_GPT2 = ROOT / "models" / "gpt2-tinystories"
+
+
+@pytest.fixture(scope="session")
+def tiny_gpt2_dir(tmp_path_factory) -> Path:
+    """A 2-layer random GPT-2 with its own tokenizer, saved as safetensors: the same folder layout
+    a Hub id downloads to, so it goes through exactly the loading code `gpt2` would."""
+    from transformers import GPT2Config, GPT2LMHeadModel
+
+    from app.training.gpt2 import train_tokenizer
+
+    out = tmp_path_factory.mktemp("tiny-gpt2")
+    tok = train_tokenizer(["the cat sat on the mat", "a dog ran to the park and the cat ran too"] * 20, 300)
+    tok.save_pretrained(out)
+    cfg = GPT2Config(
+        vocab_size=len(tok), n_positions=32, n_embd=24, n_layer=2, n_head=3,
+        bos_token_id=tok.eos_token_id, eos_token_id=tok.eos_token_id,
+    )
+    GPT2LMHeadModel(cfg).save_pretrained(out, safe_serialization=True)
+    return out
+
+
+@pytest.fixture(scope="session")
+def client():
+    with TestClient(create_app(Settings(gpt2=str(SHIPPED_GPT2)))) as c:
+        yield c
+
+
+@pytest.fixture(scope="session")
+def tiny_client(tiny_gpt2_dir):
+    with TestClient(create_app(Settings(gpt2=str(tiny_gpt2_dir)))) as c:
+        yield c
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="session")
+def live_server():
+    """The real server in its own process, as `glassbox serve` runs it."""
+    port = free_port()
+    env = {**os.environ, "GLASSBOX_PORT": str(port), "GLASSBOX_GPT2": str(SHIPPED_GPT2)}
+    proc = subprocess.Popen([sys.executable, "-m", "app", "serve"], cwd=ROOT, env=env)
+    base = f"http://127.0.0.1:{port}"
+    deadline = time.time() + 90
+    while time.time() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"server exited with {proc.returncode}")
+        try:
+            if httpx.get(base + "/healthz", timeout=1).status_code == 200:
+                break
+        except httpx.HTTPError:
+            time.sleep(0.3)
+    else:
+        proc.kill()
+        raise RuntimeError("server did not start within 90 s")
+    yield base
+    proc.terminate()
+    try:
+        proc.wait(10)
+    except subprocess.TimeoutExpired:
+        proc.kill()

@@ -7,8 +7,10 @@ from contextlib import asynccontextmanager
 from pathlib import Path
 
 import plotly
+import swagger_ui_bundle
 from fastapi import FastAPI, HTTPException, Request
 from fastapi.exceptions import RequestValidationError
+from fastapi.openapi.docs import get_swagger_ui_html
 from fastapi.responses import FileResponse, JSONResponse, PlainTextResponse
 from fastapi.staticfiles import StaticFiles
 
@@ -22,6 +24,7 @@ log = logging.getLogger(__name__)
 
 # Plotly.js from the installed plotly package: no CDN, so a classroom works offline.
 PLOTLY_JS = Path(plotly.__file__).parent / "package_data" / "plotly.min.js"
+SWAGGER_DIR = Path(swagger_ui_bundle.swagger_ui_path)  # Swagger UI 5 (reads OpenAPI 3.1), offline too
 
 SECURITY_HEADERS = {
     # Plotly sets inline styles on its SVG; scripts only from this server, never inline.
@@ -47,6 +50,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         "float16 values in C order, 2 bytes per value before base64. The all-heads grid is average-pooled to "
         f"at most {settings.grid_max_tokens}×{settings.grid_max_tokens} per head.",
         lifespan=lifespan,
+        docs_url=None,
+        redoc_url=None,
         responses={422: {"model": schemas.ErrorOut}, 503: {"model": schemas.ErrorOut}},
     )
     app.state.settings = settings
@@ -56,6 +61,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     async def security_headers(request: Request, call_next):
         response = await call_next(request)
         response.headers.update(SECURITY_HEADERS)
+        if request.url.path == "/docs":  # Swagger UI starts itself with one inline script
+            response.headers["Content-Security-Policy"] = SECURITY_HEADERS["Content-Security-Policy"].replace(
+                "script-src 'self'", "script-src 'self' 'unsafe-inline'"
+            )
         return response
 
     @app.exception_handler(HTTPException)
@@ -113,6 +122,17 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             raise HTTPException(404, f"No model card for {name!r}.")
         return PlainTextResponse(tm.card_path.read_text(encoding="utf-8"), media_type="text/plain; charset=utf-8")
 
+    @app.get("/docs", include_in_schema=False)
+    async def docs():
+        return get_swagger_ui_html(
+            openapi_url="/openapi.json",
+            title="glassbox API",
+            swagger_js_url="/static/swagger/swagger-ui-bundle.js",
+            swagger_css_url="/static/swagger/swagger-ui.css",
+            swagger_favicon_url="/static/swagger/favicon-32x32.png",
+        )
+
+    app.mount("/static/swagger", StaticFiles(directory=SWAGGER_DIR), name="swagger")
     app.mount("/static", StaticFiles(directory=ROOT / "static"), name="static")
     app.include_router(text.router)
     app.include_router(pages.router)

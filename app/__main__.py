@@ -3,6 +3,7 @@
 import argparse
 import logging
 import os
+import sys
 from pathlib import Path
 
 
@@ -22,7 +23,8 @@ def main(argv: list[str] | None = None) -> None:
     train.add_argument("--out", type=Path, help="output folder (default models/<name>)")
     train.add_argument("--repeat-frac", type=float, help="share of windows carrying a repeated random span")
 
-    args = parser.parse_args(argv)
+    argv = sys.argv[1:] if argv is None else argv
+    args = parser.parse_args(argv or ["serve"])  # bare `python -m app` serves
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
 
     if args.command == "serve":

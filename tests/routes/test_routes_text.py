@@ -117,3 +117,14 @@ def test_real_server(live_server):
     r = httpx.post(live_server + "/api/text/trace", json={"text": ""}, timeout=30)
     assert r.status_code == 422
     assert httpx.get(live_server + "/api/models", timeout=10).json()["text"][0]["name"] == "gpt2-tinystories"
+
+
+def test_busy_runner_answers_503_with_retry_after(client, monkeypatch):
+    from app.runs import Busy
+
+    async def full(*_a, **_k):
+        raise Busy("queue full")
+
+    monkeypatch.setattr(client.app.state.runner, "get", full)
+    r = client.post("/api/text/trace", json={"text": "a text nobody traced"})
+    assert r.status_code == 503 and int(r.headers["retry-after"]) > 0 and r.json()["error"] == "busy"

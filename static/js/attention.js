@@ -1,0 +1,133 @@
+// /text/attention: one layer/head as a heatmap; click a cell (or a chip) for that query's row.
+import {
+  $, api, readState, writeState, guarded, renderChips, tokenLabels, fillSelect, onRunForm, initModelSelect,
+  textBody, wireToNested, heatmapTrace, labelAxis, baseLayout, PLOT_CONFIG, plotlyText, fmt, pct, findToken, DEFAULT_TEXT,
+} from "./common.js";
+
+const state = readState({ text: DEFAULT_TEXT, model: "", layer: 0, head: 0, q: -1 });
+let trace = null; // the last /api/text/trace answer
+let matrix = null; // [T][T] attention of the shown head
+let seq = 0; // answers to older requests are dropped
+
+function defaultQuery(tokens) {
+  const it = findToken(tokens, "it");
+  return it >= 0 ? it : tokens.length - 1;
+}
+
+async function run() {
+  state.text = $("text").value;
+  state.model = $("model").value || state.model;
+  const my = ++seq;
+  await guarded(async () => {
+    const t = await api("/api/text/trace", textBody(state));
+    if (my !== seq) return;
+    trace = t;
+    state.layer = fillSelect($("layer"), t.n_layers, state.layer);
+    state.head = fillSelect($("head"), t.n_heads, state.head);
+    if (!(state.q >= 0 && state.q < t.tokens.length)) state.q = defaultQuery(t.tokens);
+    await loadHead(my);
+  });
+}
+
+async function loadHead(my = ++seq) {
+  if (!trace) return;
+  const a = await api("/api/text/attention", textBody(state, { layer: state.layer, head: state.head }));
+  if (my !== seq) return;
+  matrix = wireToNested(a.attention);
+  writeState(state);
+  draw();
+}
+
+function draw() {
+  const tokens = trace.tokens;
+  const labels = tokenLabels(tokens);
+  const T = tokens.length;
+  // Above the diagonal a token would look at the future: GPT-2 cannot, so those cells are blank.
+  const z = matrix.map((row, i) => row.map((v, j) => (j > i ? null : v)));
+  const heat = heatmapTrace(z, {
+    rowLabels: labels, colLabels: labels, rowName: "query", colName: "key", valueName: "attention",
+    zmin: 0, zmax: 1, nullText: "— (a token cannot look ahead: masked)",
+  });
+  heat.colorbar.title = { text: "attention", side: "right" };
+  const layout = baseLayout({
+    title: { text: `Layer ${state.layer}, head ${state.head}`, x: 0.02, font: { size: 16 } },
+    xaxis: labelAxis(labels, { title: { text: "key: the token looked at" }, tickangle: -50, side: "bottom" }),
+    yaxis: labelAxis(labels, { title: { text: "query: the token looking" }, autorange: "reversed" }),
+    margin: { l: 110, r: 10, t: 40, b: 110 },
+    shapes: state.q >= 0 && state.q < T ? [{
+      type: "rect", xref: "x", yref: "y", x0: -0.5, x1: state.q + 0.5, y0: state.q - 0.5, y1: state.q + 0.5,
+      line: { color: "#e4572e", width: 3 }, fillcolor: "rgba(0,0,0,0)",
+    }] : [],
+  });
+  const gd = $("heatmap");
+  Plotly.react(gd, [heat], layout, PLOT_CONFIG).then(() => {
+    if (!gd.dataset.wired) {
+      gd.dataset.wired = "1";
+      gd.on("plotly_click", (ev) => {
+        const p = ev && ev.points && ev.points[0];
+        if (p && Number.isInteger(p.y)) selectQuery(p.y);
+      });
+    }
+  });
+  renderChips($("tokens"), tokens, { selected: state.q, onSelect: selectQuery });
+  drawRow();
+}
+
+function selectQuery(i) {
+  state.q = i;
+  writeState(state);
+  draw();
+}
+
+function drawRow() {
+  const tokens = trace.tokens;
+  const labels = tokenLabels(tokens);
+  const q = state.q;
+  if (!(q >= 0 && q < tokens.length)) return;
+  const row = matrix[q].slice(0, q + 1);
+  const keys = labels.slice(0, q + 1);
+  const best = row.reduce((b, v, j) => (v > row[b] ? j : b), 0);
+  $("row-caption").textContent =
+    `Attention of “${labels[q]}” (row ${q}): it looks most at “${labels[best]}” (${pct(row[best])}). The bars sum to 1.`;
+  const bars = {
+    type: "bar",
+    orientation: "h",
+    x: row,
+    y: keys.map((_, j) => j),
+    marker: { color: row, colorscale: "Viridis", cmin: 0, cmax: 1, line: { color: "#555", width: 0.5 } },
+    text: row.map((v) => pct(v)),
+    textposition: "outside",
+    textfont: { color: "#1f2933" },
+    cliponaxis: false,
+    hovertext: row.map((v, j) => plotlyText(`${labels[q]} → ${keys[j]}: ${fmt(v)}`)),
+    hoverinfo: "text",
+  };
+  const layout = baseLayout({
+    xaxis: { range: [0, Math.min(1.15, Math.max(...row) * 1.25 + 0.05)], title: { text: "attention weight" }, zeroline: true, gridcolor: "#e4e7eb" },
+    yaxis: labelAxis(keys, { autorange: "reversed" }),
+    margin: { l: 110, r: 30, t: 10, b: 50 },
+    bargap: 0.15,
+  });
+  Plotly.react($("row-chart"), [bars], layout, PLOT_CONFIG);
+}
+
+function wire() {
+  $("text").value = state.text;
+  onRunForm(() => {
+    state.q = -1; // a new text: follow its "it" (or its last token)
+    run();
+  });
+  for (const id of ["layer", "head"]) {
+    $(id).addEventListener("change", () => {
+      state[id] = Number($(id).value);
+      guarded(() => loadHead());
+    });
+  }
+  $("model").addEventListener("change", () => {
+    state.model = $("model").value;
+    run();
+  });
+}
+
+wire();
+initModelSelect(state).then(run);

@@ -1,0 +1,301 @@
+// /text/head: one attention head, step by step, with the model's own numbers.
+import {
+  $, api, readState, writeState, guarded, onRunForm, initModelSelect, textBody, fillSelect, tokenLabels, findToken,
+  decodeArray, toNested, nonFiniteToNull, heatmapTrace, labelAxis, baseLayout, PLOT_CONFIG, fmt, pct, DEFAULT_TEXT,
+} from "./common.js";
+
+const state = readState({ text: DEFAULT_TEXT, model: "", layer: 0, head: 0, q: -1, step: 1 });
+let trace = null; // /api/text/trace
+let H = null; // decoded /api/text/head: name -> nested arrays
+let seq = 0;
+
+const STEPS = [
+  { name: "X", title: "X: the input" },
+  { name: "W", title: "Wq, Wk, Wv: the weights" },
+  { name: "Q", title: "Q = X·Wq" },
+  { name: "K", title: "K = X·Wk" },
+  { name: "V", title: "V = X·Wv" },
+  { name: "QK", title: "Q·Kᵀ: the scores" },
+  { name: "scale", title: "÷ √d_head" },
+  { name: "mask", title: "Causal mask" },
+  { name: "softmax", title: "Softmax" },
+  { name: "Z", title: "·V = Z" },
+  { name: "out", title: "Concat · Wo" },
+];
+
+async function run() {
+  state.text = $("text").value;
+  state.model = $("model").value || state.model;
+  const my = ++seq;
+  await guarded(async () => {
+    const t = await api("/api/text/trace", textBody(state));
+    if (my !== seq) return;
+    trace = t;
+    state.layer = fillSelect($("layer"), t.n_layers, state.layer);
+    state.head = fillSelect($("head"), t.n_heads, state.head);
+    if (!(state.q >= 0 && state.q < t.tokens.length)) {
+      const it = findToken(t.tokens, "it");
+      state.q = it >= 0 ? it : t.tokens.length - 1;
+    }
+    fillQuery();
+    await loadHead(my);
+  });
+}
+
+function fillQuery() {
+  const sel = $("query");
+  sel.replaceChildren();
+  tokenLabels(trace.tokens).forEach((label, i) => {
+    const o = document.createElement("option");
+    o.value = String(i);
+    o.textContent = label;
+    sel.append(o);
+  });
+  sel.value = String(state.q);
+}
+
+async function loadHead(my = ++seq) {
+  const r = await api("/api/text/head", textBody(state, { layer: state.layer, head: state.head }));
+  if (my !== seq) return;
+  H = { d_head: r.d_head, tokens: r.tokens };
+  for (const key of ["x", "wq", "wk", "wv", "bq", "bk", "bv", "q", "k", "v", "scores", "scaled", "masked", "attention", "z", "wo", "bo", "out"]) {
+    if (r[key]) H[key] = toNested(decodeArray(r[key]), key === "masked" ? nonFiniteToNull : undefined);
+  }
+  writeState(state);
+  show();
+}
+
+// ---- small linear algebra on nested arrays, to show the arithmetic with the real numbers ----
+const dot = (a, b) => a.reduce((s, v, i) => s + v * b[i], 0);
+const col = (m, j) => m.map((row) => row[j]);
+const argmax = (a) => a.reduce((b, v, i) => (v !== null && (a[b] === null || v > a[b]) ? i : b), 0);
+const list = (row, n = 4) => `[${row.slice(0, n).map((v) => fmt(v, 3)).join(", ")}${row.length > n ? ", …" : ""}]`;
+
+function panel(title, z, opts) {
+  return { title, z, ...opts };
+}
+
+/** The panels and the sentence of step `n` (1-based). */
+function stepContent(n) {
+  const labels = tokenLabels(trace.tokens);
+  const q = state.q;
+  const qn = `“${labels[q]}”`;
+  const T = labels.length;
+  const D = H.x[0].length;
+  const dh = H.d_head;
+  const att = H.attention[q];
+  const j = argmax(att.slice(0, q + 1)); // the key this token attends to most
+  const jn = `“${labels[j]}”`;
+  const tok = { rowLabels: labels, rowName: "token" };
+  const dims = (name) => ({ colName: name });
+  const TT = { rowLabels: labels, colLabels: labels, rowName: "query", colName: "key" };
+  switch (STEPS[n - 1].name) {
+    case "X":
+      return {
+        text: `X has one row per token (${T} tokens) and ${D} columns: every token is a vector of ${D} numbers, the ` +
+          `input of layer ${state.layer} after its LayerNorm. Row ${q}, ${qn}, begins ${list(H.x[q])}.`,
+        panels: [panel(`X  (${T} × ${D})`, H.x, { ...tok, ...dims("dim"), valueName: "x", highlightRow: q })],
+      };
+    case "W":
+      return {
+        text: `Head ${state.head} owns three ${D} × ${dh} matrices, learned in training and the same for every token: ` +
+          `Wq makes a query (what the token looks for), Wk a key (what it offers), Wv a value (what it passes on). ` +
+          `Each shrinks a ${D}-number token to ${dh} numbers. Wq[0][0] = ${fmt(H.wq[0][0])}.`,
+        panels: [
+          panel(`Wq  (${D} × ${dh})`, H.wq, { rowName: "input dim", colName: "query dim", valueName: "w" }),
+          panel(`Wk  (${D} × ${dh})`, H.wk, { rowName: "input dim", colName: "key dim", valueName: "w" }),
+          panel(`Wv  (${D} × ${dh})`, H.wv, { rowName: "input dim", colName: "value dim", valueName: "w" }),
+        ],
+      };
+    case "Q":
+    case "K":
+    case "V": {
+      const name = STEPS[n - 1].name;
+      const lower = name.toLowerCase();
+      const M = H[lower];
+      const W = H[`w${lower}`];
+      const b = H[`b${lower}`] ? H[`b${lower}`][0] : 0;
+      const mine = dot(H.x[q], col(W, 0)) + b;
+      const role = { Q: "a query: what this token is looking for", K: "a key: what this token offers to queries", V: "a value: what this token hands on when it is attended to" }[name];
+      return {
+        text: `${name} = X·W${lower} + b${lower} gives every token ${role}, ${dh} numbers. ` +
+          `${name}[${q}] (${qn}) = ${list(M[q])}; its first number is X[${q}]·W${lower}[:, 0] + b${lower}[0], ` +
+          `${D} products summed plus ${fmt(b)} = ${fmt(mine)} (recomputed here; the model's value is ${fmt(M[q][0])}).`,
+        panels: [
+          panel(`X  (${T} × ${D})`, H.x, { ...tok, ...dims("dim"), valueName: "x", highlightRow: q }),
+          panel(`${name}  (${T} × ${dh})`, M, { ...tok, ...dims(`${lower} dim`), valueName: lower, highlightRow: q }),
+        ],
+      };
+    }
+    case "QK": {
+      const mine = dot(H.q[q], H.k[j]);
+      return {
+        text: `Each query is compared with every key by a dot product: scores = Q·Kᵀ, a ${T} × ${T} table. ` +
+          `${qn} against ${jn}: Q[${q}]·K[${j}] = ${fmt(mine)} (the model: ${fmt(H.scores[q][j])}). ` +
+          `A larger score means a better match.`,
+        panels: [
+          panel(`Q  (${T} × ${dh})`, H.q, { ...tok, ...dims("q dim"), valueName: "q", highlightRow: q }),
+          panel(`K  (${T} × ${dh})`, H.k, { ...tok, ...dims("k dim"), valueName: "k", highlightRow: j }),
+          panel(`Q·Kᵀ  (${T} × ${T})`, H.scores, { ...TT, valueName: "score", highlightRow: q, square: true }),
+        ],
+      };
+    }
+    case "scale": {
+      const root = Math.sqrt(dh);
+      return {
+        text: `The scores are divided by √d_head = √${dh} = ${fmt(root, 4)}, so that they do not grow with the ` +
+          `vector length and the softmax does not saturate: ${qn} → ${jn}: ${fmt(H.scores[q][j])} ÷ ${fmt(root, 4)} = ` +
+          `${fmt(H.scaled[q][j])}.`,
+        panels: [
+          panel("Q·Kᵀ", H.scores, { ...TT, valueName: "score", highlightRow: q, square: true }),
+          panel(`Q·Kᵀ ÷ √${dh}`, H.scaled, { ...TT, valueName: "scaled score", highlightRow: q, square: true }),
+        ],
+      };
+    }
+    case "mask":
+      return {
+        text: `GPT-2 writes left to right, so a token may not look at the tokens after it: the scores above the ` +
+          `diagonal become −∞ (blank here; hover says “masked”) and softmax will turn them into 0. ` +
+          `Row ${q}, ${qn}, keeps ${q + 1} of its ${T} scores.`,
+        panels: [panel("masked scores", H.masked, { ...TT, valueName: "scaled score", highlightRow: q, square: true })],
+      };
+    case "softmax": {
+      const row = H.masked[q].slice(0, q + 1);
+      const m = Math.max(...row);
+      const sum = row.reduce((s, v) => s + Math.exp(v - m), 0);
+      const mine = Math.exp(H.masked[q][j] - m) / sum;
+      return {
+        text: `Softmax turns each row into probabilities that sum to 1: eˢ / Σ eˢ along the row. ${qn} gives ` +
+          `${pct(att[j])} of its attention to ${jn} (e^${fmt(H.masked[q][j])} / Σ over ${q + 1} keys = ${fmt(mine)}). ` +
+          `This is the pattern the attention heatmap shows.`,
+        panels: [
+          panel("masked scores", H.masked, { ...TT, valueName: "scaled score", highlightRow: q, square: true }),
+          panel("attention = softmax", H.attention.map((r, i) => r.map((v, c) => (c > i ? null : v))), { ...TT, valueName: "attention", highlightRow: q, zmin: 0, zmax: 1, square: true }),
+        ],
+      };
+    }
+    case "Z": {
+      const mine = att.reduce((s, a, c) => s + a * H.v[c][0], 0);
+      return {
+        text: `Z = attention · V: each token's output is a weighted average of the value vectors of the tokens it ` +
+          `attends to. Z[${q}] (${qn}) is mostly V[${j}] (${jn}, weight ${pct(att[j])}); its first number is ` +
+          `Σ A[${q}][k]·V[k][0] = ${fmt(mine)} (the model: ${fmt(H.z[q][0])}).`,
+        panels: [
+          panel("attention", H.attention.map((r, i) => r.map((v, c) => (c > i ? null : v))), { ...TT, valueName: "attention", highlightRow: q, zmin: 0, zmax: 1, square: true }),
+          panel(`V  (${T} × ${dh})`, H.v, { ...tok, ...dims("v dim"), valueName: "v", highlightRow: j }),
+          panel(`Z  (${T} × ${dh})`, H.z, { ...tok, ...dims("z dim"), valueName: "z", highlightRow: q }),
+        ],
+      };
+    }
+    case "out": {
+      const nh = trace.n_heads;
+      const mine = dot(H.z[q], col(H.wo, 0));
+      return {
+        text: `All ${nh} heads' Z are put side by side (${nh} × ${dh} = ${nh * dh} numbers per token) and multiplied by ` +
+          `the output matrix Wo, plus a bias: that is the attention layer's output, added to the residual stream. ` +
+          `This head's part is Z·Wo_h, its ${dh} rows of Wo: for ${qn} it adds ${fmt(mine)} to output dim 0, ` +
+          `of a total ${fmt(H.out[q][0])}.`,
+        panels: [
+          panel(`Wo rows of head ${state.head}  (${dh} × ${D})`, H.wo, { rowName: "z dim", colName: "output dim", valueName: "w" }),
+          panel(`attention output  (${T} × ${D})`, H.out, { ...tok, ...dims("dim"), valueName: "out", highlightRow: q }),
+        ],
+      };
+    }
+    default:
+      return { text: "", panels: [] };
+  }
+}
+
+function plotPanel(div, p) {
+  const rows = p.z.length;
+  const cols = p.z[0].length;
+  const trace = heatmapTrace(p.z, {
+    rowLabels: p.rowLabels, colLabels: p.colLabels, rowName: p.rowName, colName: p.colName, valueName: p.valueName,
+    zmin: p.zmin, zmax: p.zmax, nullText: "masked (−∞)",
+  });
+  trace.colorbar.thickness = 10;
+  const layout = baseLayout({
+    title: { text: p.title.replace(/</g, "&lt;"), x: 0.03, font: { size: 15 } },
+    margin: { l: p.rowLabels ? 90 : 50, r: 10, t: 40, b: p.colLabels ? 90 : 40 },
+    xaxis: p.colLabels ? labelAxis(p.colLabels, { tickangle: -50 }) : { title: { text: p.colName }, showgrid: false, zeroline: false },
+    yaxis: p.rowLabels ? labelAxis(p.rowLabels, { autorange: "reversed" }) : { title: { text: p.rowName }, autorange: "reversed", showgrid: false, zeroline: false },
+    shapes: p.highlightRow !== undefined ? [{
+      type: "rect", xref: "paper", yref: "y", x0: 0, x1: 1, y0: p.highlightRow - 0.5, y1: p.highlightRow + 0.5,
+      line: { color: "#e4572e", width: 2.5 }, fillcolor: "rgba(0,0,0,0)",
+    }] : [],
+  });
+  if (rows * cols === 0) return Promise.resolve();
+  return Plotly.newPlot(div, [trace], layout, PLOT_CONFIG);
+}
+
+function show() {
+  if (!H) return;
+  const n = Math.min(Math.max(1, state.step | 0), STEPS.length);
+  state.step = n;
+  writeState(state);
+  $("step-label").textContent = `Step ${n} of ${STEPS.length}: ${STEPS[n - 1].title}`;
+  $("prev-step").disabled = n <= 1;
+  $("next-step").disabled = n >= STEPS.length;
+  document.querySelectorAll("#step-dots button").forEach((b, i) => b.classList.toggle("current", i + 1 === n));
+  const content = stepContent(n);
+  $("step-text").textContent = content.text;
+  const box = $("step-plots");
+  box.querySelectorAll(".plot").forEach((d) => Plotly.purge(d));
+  box.replaceChildren();
+  box.style.gridTemplateColumns = `repeat(${content.panels.length}, minmax(0, 1fr))`;
+  for (const p of content.panels) {
+    const div = document.createElement("div");
+    div.className = "plot";
+    box.append(div);
+    plotPanel(div, p);
+  }
+}
+
+function go(step) {
+  state.step = step;
+  show();
+}
+
+function wire() {
+  $("text").value = state.text;
+  const dots = $("step-dots");
+  STEPS.forEach((s, i) => {
+    const li = document.createElement("li");
+    const b = document.createElement("button");
+    b.type = "button";
+    b.textContent = String(i + 1);
+    b.title = s.title;
+    b.setAttribute("aria-label", `Step ${i + 1}: ${s.title}`);
+    b.addEventListener("click", () => go(i + 1));
+    li.append(b);
+    dots.append(li);
+  });
+  $("prev-step").addEventListener("click", () => go(state.step - 1));
+  $("next-step").addEventListener("click", () => go(state.step + 1));
+  document.addEventListener("keydown", (ev) => {
+    if (ev.target.closest("input, select, textarea")) return;
+    if (ev.key === "ArrowRight" && state.step < STEPS.length) go(state.step + 1);
+    if (ev.key === "ArrowLeft" && state.step > 1) go(state.step - 1);
+  });
+  onRunForm(() => {
+    state.q = -1;
+    run();
+  });
+  for (const id of ["layer", "head"]) {
+    $(id).addEventListener("change", () => {
+      state[id] = Number($(id).value);
+      guarded(() => loadHead());
+    });
+  }
+  $("query").addEventListener("change", () => {
+    state.q = Number($("query").value);
+    show();
+  });
+  $("model").addEventListener("change", () => {
+    state.model = $("model").value;
+    run();
+  });
+}
+
+wire();
+initModelSelect(state).then(run);

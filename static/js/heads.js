@@ -1,0 +1,98 @@
+// /text/heads: every layer × head as one Plotly figure of small heatmaps; click one to open it.
+import {
+  $, api, readState, writeState, guarded, onRunForm, initModelSelect, textBody, decodeArray, toNested, sliceFirst,
+  baseLayout, PLOT_CONFIG, pageUrl, DEFAULT_TEXT,
+} from "./common.js";
+
+const state = readState({ text: DEFAULT_TEXT, model: "" });
+let seq = 0;
+
+async function run() {
+  state.text = $("text").value;
+  state.model = $("model").value || state.model;
+  const my = ++seq;
+  await guarded(async () => {
+    const g = await api("/api/text/grid", textBody(state));
+    if (my !== seq) return;
+    writeState(state);
+    await draw(g);
+  });
+}
+
+function draw(g) {
+  const L = g.n_layers;
+  const H = g.n_heads;
+  const s = g.size;
+  const all = decodeArray(g.attention); // [L, H, s, s]
+  const data = [];
+  const layout = baseLayout({
+    grid: { rows: L, columns: H, pattern: "independent", roworder: "top to bottom", xgap: 0.06, ygap: 0.06 },
+    margin: { l: 70, r: 20, t: 40, b: 20 },
+    plot_bgcolor: "#eef1f4",
+    annotations: [],
+    hovermode: "closest",
+  });
+  const pos = g.pooled ? "bin" : "token";
+  for (let l = 0; l < L; l++) {
+    const layer = sliceFirst(all, l);
+    for (let h = 0; h < H; h++) {
+      const n = l * H + h + 1;
+      const z = toNested(sliceFirst(layer, h)).map((row, i) => row.map((v, j) => (j > i ? null : v)));
+      data.push({
+        type: "heatmap",
+        z,
+        xaxis: `x${n === 1 ? "" : n}`,
+        yaxis: `y${n === 1 ? "" : n}`,
+        colorscale: "Viridis",
+        zmin: 0,
+        zmax: 1,
+        showscale: n === 1,
+        colorbar: { thickness: 10, len: 0.5, outlinewidth: 0, title: { text: "attention", side: "right" } },
+        hovertemplate: `layer ${l}, head ${h}<br>query ${pos} %{y} → key ${pos} %{x}<br>attention %{z:.3f}<extra>click to open</extra>`,
+      });
+      layout[`xaxis${n === 1 ? "" : n}`] = { showticklabels: false, ticks: "", showgrid: false, zeroline: false, constrain: "domain" };
+      layout[`yaxis${n === 1 ? "" : n}`] = {
+        showticklabels: false, ticks: "", showgrid: false, zeroline: false, autorange: "reversed",
+        scaleanchor: `x${n === 1 ? "" : n}`, constrain: "domain",
+      };
+      if (l === 0) {
+        layout.annotations.push({
+          text: `head ${h}`, showarrow: false, xref: `x${n === 1 ? "" : n} domain`, yref: `y${n === 1 ? "" : n} domain`,
+          x: 0.5, y: 1.02, xanchor: "center", yanchor: "bottom", font: { size: 13 },
+        });
+      }
+      if (h === 0) {
+        layout.annotations.push({
+          text: `layer ${l}`, showarrow: false, xref: `x${n === 1 ? "" : n} domain`, yref: `y${n === 1 ? "" : n} domain`,
+          x: -0.08, y: 0.5, xanchor: "right", yanchor: "middle", font: { size: 13 },
+        });
+      }
+    }
+  }
+  const gd = $("grid");
+  const width = gd.clientWidth || 1000;
+  const cell = Math.min(190, Math.max(60, (width - 120) / H));
+  layout.height = Math.round(L * cell * 1.06 + 70);
+  $("grid-note").textContent =
+    `${L} layers × ${H} heads = ${L * H} heatmaps, each ${s}×${s}` +
+    (g.pooled ? " (the text is long, so each is averaged down to this size)" : " (one row and column per token)") +
+    ". Click a heatmap to open that head on its own.";
+  return Plotly.react(gd, data, layout, PLOT_CONFIG).then(() => {
+    if (!gd.dataset.wired) {
+      gd.dataset.wired = "1";
+      gd.on("plotly_click", (ev) => {
+        const p = ev && ev.points && ev.points[0];
+        if (!p) return;
+        const H = gd.data.length && gd.layout.grid ? gd.layout.grid.columns : 1;
+        const layer = Math.floor(p.curveNumber / H);
+        const head = p.curveNumber % H;
+        window.location.href = pageUrl("/text/attention", { text: state.text, model: state.model, layer, head });
+      });
+    }
+  });
+}
+
+$("text").value = state.text;
+onRunForm(run);
+$("model").addEventListener("change", run);
+initModelSelect(state).then(run);

@@ -1,0 +1,74 @@
+// /text/lens: logit lens as a table, rows = layers, columns = positions, cells shaded by probability.
+import {
+  $, api, readState, writeState, guarded, onRunForm, initModelSelect, textBody, showToken, viridisCss, pct, DEFAULT_TEXT,
+} from "./common.js";
+
+const state = readState({ text: DEFAULT_TEXT, model: "" });
+let seq = 0;
+
+async function run() {
+  state.text = $("text").value;
+  state.model = $("model").value || state.model;
+  const my = ++seq;
+  await guarded(async () => {
+    const r = await api("/api/text/lens", textBody(state, { k: 3 }));
+    if (my !== seq) return;
+    writeState(state);
+    draw(r);
+  });
+}
+
+function th(text, scope, title) {
+  const el = document.createElement("th");
+  el.scope = scope;
+  el.textContent = text;
+  if (title) el.title = title;
+  return el;
+}
+
+function draw(r) {
+  const table = $("lens-table");
+  table.replaceChildren();
+  const T = r.tokens.length;
+
+  const thead = document.createElement("thead");
+  const head = document.createElement("tr");
+  head.append(th("position →", "col"));
+  r.tokens.forEach((t, i) => head.append(th(`${i}·${showToken(t.text)}`, "col", `position ${i}: ${JSON.stringify(t.text)}`)));
+  const actual = document.createElement("tr");
+  actual.className = "actual";
+  actual.append(th("actual next", "row", "the token that really follows in the text"));
+  r.tokens.forEach((_, i) => actual.append(th(i + 1 < T ? showToken(r.tokens[i + 1].text) : "?", "col")));
+  thead.append(head, actual);
+
+  const tbody = document.createElement("tbody");
+  r.layers.forEach((name, l) => {
+    const tr = document.createElement("tr");
+    tr.append(th(name === "embed" ? "embed" : `layer ${name}`, "row"));
+    r.top[l].forEach((cands, i) => {
+      const td = document.createElement("td");
+      const best = cands[0];
+      const { background, color } = viridisCss(best.prob);
+      td.style.background = background;
+      td.style.color = color;
+      const t = document.createElement("span");
+      t.className = "t";
+      t.textContent = showToken(best.text);
+      const p = document.createElement("span");
+      p.className = "p";
+      p.textContent = pct(best.prob);
+      td.append(t, p);
+      td.title = `after ${name === "embed" ? "the embedding" : `layer ${name}`}, position ${i}:\n` +
+        cands.map((c, k) => `${k + 1}. ${JSON.stringify(c.text)}  ${pct(c.prob)}`).join("\n");
+      if (i + 1 < T && best.text === r.tokens[i + 1].text) td.classList.add("match");
+      tr.append(td);
+    });
+    tbody.append(tr);
+  });
+  table.append(thead, tbody);
+}
+
+$("text").value = state.text;
+onRunForm(run);
+$("model").addEventListener("change", run);
+initModelSelect(state).then(run);

@@ -1,0 +1,161 @@
+// /text/next: next-token probabilities with a temperature slider; add a token or generate one.
+import {
+  $, api, readState, writeState, guarded, onRunForm, initModelSelect, textBody, fillSelect, renderChips, tokenLabels,
+  showToken, autoGrow, wireToNested, heatmapTrace, labelAxis, baseLayout, PLOT_CONFIG, plotlyText, pct, fmt, DEFAULT_TEXT,
+} from "./common.js";
+
+const K = 10;
+const state = readState({ text: DEFAULT_TEXT, model: "", temperature: 1, layer: 0, head: 0 });
+let trace = null;
+let seq = 0;
+let nextSeq = 0;
+
+function temperature() {
+  return Math.min(3, Math.max(0.1, Number($("temperature").value) || 1));
+}
+
+async function run() {
+  state.text = $("text").value;
+  state.model = $("model").value || state.model;
+  const my = ++seq;
+  await guarded(async () => {
+    const t = await api("/api/text/trace", textBody(state));
+    if (my !== seq) return;
+    trace = t;
+    state.layer = fillSelect($("layer"), t.n_layers, state.layer);
+    state.head = fillSelect($("head"), t.n_heads, state.head);
+    $("token-count").textContent = `${t.tokens.length} token${t.tokens.length === 1 ? "" : "s"}`;
+    renderChips($("tokens"), t.tokens);
+    writeState(state);
+    await Promise.all([loadNext(), loadAttention(my)]);
+  });
+}
+
+async function loadNext() {
+  if (!trace) return;
+  state.temperature = temperature();
+  const my = ++nextSeq;
+  const r = await api("/api/text/next", textBody(state, { temperature: state.temperature, k: K }));
+  if (my !== nextSeq) return;
+  writeState(state);
+  drawNext(r.tokens);
+}
+
+async function loadAttention(my = seq) {
+  if (!trace) return;
+  const a = await api("/api/text/attention", textBody(state, { layer: state.layer, head: state.head }));
+  if (my !== seq) return;
+  writeState(state);
+  const labels = tokenLabels(a.tokens);
+  const z = wireToNested(a.attention).map((row, i) => row.map((v, j) => (j > i ? null : v)));
+  const heat = heatmapTrace(z, { rowLabels: labels, colLabels: labels, rowName: "query", colName: "key", valueName: "attention", zmin: 0, zmax: 1 });
+  heat.colorbar.thickness = 10;
+  const layout = baseLayout({
+    title: { text: `Layer ${state.layer}, head ${state.head}`, x: 0.03, font: { size: 14 } },
+    xaxis: labelAxis(labels, { tickangle: -50 }),
+    yaxis: labelAxis(labels, { autorange: "reversed" }),
+    margin: { l: 90, r: 10, t: 36, b: 90 },
+  });
+  await Plotly.react($("heatmap"), [heat], layout, PLOT_CONFIG);
+}
+
+function drawNext(cands) {
+  const labels = cands.map((c) => `“${showToken(c.text)}”`);
+  const bars = {
+    type: "bar",
+    orientation: "h",
+    x: cands.map((c) => c.prob),
+    y: cands.map((_, i) => i),
+    marker: { color: cands.map((c) => c.prob), colorscale: "Viridis", cmin: 0, cmax: 1, line: { color: "#555", width: 0.5 } },
+    text: cands.map((c) => pct(c.prob)),
+    textposition: "outside",
+    textfont: { color: "#1f2933" },
+    cliponaxis: false,
+    hovertext: cands.map((c) => plotlyText(`${showToken(c.text)}: p = ${fmt(c.prob)}, logit ${fmt(c.logit)} — click to add`)),
+    hoverinfo: "text",
+  };
+  const maxP = Math.max(...cands.map((c) => c.prob), 0.01);
+  const layout = baseLayout({
+    xaxis: { range: [0, Math.min(1.2, maxP * 1.3 + 0.02)], title: { text: `probability at temperature ${fmt(state.temperature)}` }, gridcolor: "#e4e7eb" },
+    yaxis: labelAxis(labels, { autorange: "reversed" }),
+    margin: { l: 110, r: 30, t: 10, b: 50 },
+    bargap: 0.2,
+  });
+  const gd = $("next-chart");
+  Plotly.react(gd, [bars], layout, PLOT_CONFIG).then(() => {
+    if (!gd.dataset.wired) {
+      gd.dataset.wired = "1";
+      gd.on("plotly_click", (ev) => {
+        const p = ev && ev.points && ev.points[0];
+        const c = p && gd.candidates && gd.candidates[p.pointIndex];
+        if (c) addToken(c.text);
+      });
+    }
+  });
+  gd.candidates = cands;
+
+  const list = $("candidates");
+  list.replaceChildren();
+  cands.forEach((c, i) => {
+    const li = document.createElement("li");
+    const rank = document.createElement("span");
+    rank.className = "rank";
+    rank.textContent = `${i + 1}.`;
+    const tok = document.createElement("span");
+    tok.className = "cand";
+    tok.textContent = c.text;
+    const prob = document.createElement("span");
+    prob.className = "prob";
+    prob.textContent = pct(c.prob);
+    const add = document.createElement("button");
+    add.type = "button";
+    add.className = "add-token";
+    add.textContent = "add";
+    add.setAttribute("aria-label", `Add “${c.text}” to the text`);
+    add.addEventListener("click", () => addToken(c.text));
+    li.append(rank, tok, prob, add);
+    list.append(li);
+  });
+}
+
+function addToken(text) {
+  $("text").value = $("text").value + text;
+  autoGrow($("text"));
+  run();
+}
+
+async function generate() {
+  const my = ++seq;
+  state.text = $("text").value;
+  await guarded(async () => {
+    const r = await api("/api/text/generate", textBody(state, { temperature: temperature() }));
+    if (my !== seq) return;
+    $("text").value = r.text;
+    autoGrow($("text"));
+  }, "Generating…");
+  if ($("text").value !== state.text) await run();
+}
+
+function wire() {
+  $("text").value = state.text;
+  $("temperature").value = String(state.temperature);
+  $("temperature-value").textContent = temperature().toFixed(2);
+  onRunForm(run);
+  let timer = null;
+  $("temperature").addEventListener("input", () => {
+    $("temperature-value").textContent = temperature().toFixed(2);
+    clearTimeout(timer);
+    timer = setTimeout(() => guarded(loadNext, "Re-weighing…"), 120);
+  });
+  $("generate").addEventListener("click", generate);
+  for (const id of ["layer", "head"]) {
+    $(id).addEventListener("change", () => {
+      state[id] = Number($(id).value);
+      guarded(() => loadAttention());
+    });
+  }
+  $("model").addEventListener("change", run);
+}
+
+wire();
+initModelSelect(state).then(run);

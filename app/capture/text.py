@@ -137,7 +137,7 @@ def capture(tm, text: str) -> TextTrace:
                 t = t.view(-1, H, dh).transpose(0, 1)
             if name == "hook_pos_embed" and t.dim() == 2 and t.shape[0] != len(ids):
                 t = t[: len(ids)]
-        arrays[name] = t.float().contiguous().numpy()
+        arrays[name] = t.float().numpy()  # a view, no copy (float32 is already float); wire.encode packs strides
     return TextTrace(
         model=tm.name,
         text=text,

@@ -4,7 +4,7 @@ loads its own small script (static/js/<view>.js) that fetches the JSON API. No i
 
 from __future__ import annotations
 
-from fastapi import APIRouter, Request
+from fastapi import APIRouter, HTTPException, Request
 from fastapi.templating import Jinja2Templates
 
 from app.settings import ROOT
@@ -33,39 +33,46 @@ def render(request: Request, template: str, **context):
 
 
 def served_models(request: Request) -> list[dict]:
-    """The text models of the registry, for the home page; empty if the registry is missing."""
-    registry = getattr(request.app.state, "registry", None)
+    """The text models being served, for the home page."""
     out = []
-    for name, tm in (getattr(registry, "text", None) or {}).items():
-        config = getattr(tm, "config", None)
-        try:
-            n_params = int(getattr(tm, "n_params", 0) or 0)
-        except Exception:  # noqa: BLE001 - a page must render even if a model is odd
-            n_params = 0
+    for tm in request.app.state.registry.text.values():
+        cfg = tm.config
         out.append(
             {
-                "name": getattr(tm, "name", name),
-                "source": str(getattr(tm, "source", "")),
-                "params": n_params,
-                "params_human": human_count(n_params),
-                "n_layers": getattr(config, "n_layer", None),
-                "n_heads": getattr(config, "n_head", None),
-                "d_model": getattr(config, "n_embd", None),
-                "n_ctx": getattr(config, "n_positions", None),
-                "card_url": f"/models/{getattr(tm, 'name', name)}/card",
+                "name": tm.name,
+                "source": tm.source,
+                "params": tm.n_params,
+                "params_human": human_count(tm.n_params),
+                "n_layers": cfg.n_layer,
+                "n_heads": cfg.n_head,
+                "d_model": cfg.n_embd,
+                "n_ctx": cfg.n_positions,
+                "card_url": f"/models/{tm.name}/card" if tm.card_path else None,
             }
         )
     return out
 
 
 def human_count(n: int) -> str:
-    if n >= 1e9:
-        return f"{n / 1e9:.1f} B"
-    if n >= 1e6:
-        return f"{n / 1e6:.1f} M"
-    if n >= 1e3:
-        return f"{n / 1e3:.0f} k"
+    for scale, suffix in ((1e9, " B"), (1e6, " M"), (1e3, " k")):
+        if n >= scale:
+            return f"{n / scale:.1f}{suffix}"
     return str(n)
+
+
+# view -> (template context); every view's template is templates/<view>.html
+TEXT_VIEWS = {
+    "attention": {"title": "Attention heatmap"},
+    "heads": {"title": "All heads"},
+    "head": {"title": "One head, step by step"},
+    "next": {"title": "Next token"},
+    "compare": {
+        "title": "Compare two texts",
+        "text_a": DEFAULT_TEXT,
+        "text_b": "The animal didn't cross the street because it was too small",
+    },
+    "lens": {"title": "Logit lens"},
+}
 
 
 @router.get("/")
@@ -73,38 +80,8 @@ async def home(request: Request):
     return render(request, "home.html", models=served_models(request), title="glassbox")
 
 
-@router.get("/text/attention")
-async def attention_page(request: Request):
-    return render(request, "attention.html", title="Attention heatmap", view="attention")
-
-
-@router.get("/text/heads")
-async def heads_page(request: Request):
-    return render(request, "heads.html", title="All heads", view="heads")
-
-
-@router.get("/text/head")
-async def head_page(request: Request):
-    return render(request, "head.html", title="One head, step by step", view="head")
-
-
-@router.get("/text/next")
-async def next_page(request: Request):
-    return render(request, "next.html", title="Next token", view="next")
-
-
-@router.get("/text/compare")
-async def compare_page(request: Request):
-    return render(
-        request,
-        "compare.html",
-        title="Compare two texts",
-        view="compare",
-        text_a=DEFAULT_TEXT,
-        text_b="The animal didn't cross the street because it was too wide",
-    )
-
-
-@router.get("/text/lens")
-async def lens_page(request: Request):
-    return render(request, "lens.html", title="Logit lens", view="lens")
+@router.get("/text/{view}")
+async def text_page(request: Request, view: str):
+    if view not in TEXT_VIEWS:
+        raise HTTPException(404, f"No page /text/{view}; the text pages are: {', '.join(TEXT_VIEWS)}.")
+    return render(request, f"{view}.html", view=view, **TEXT_VIEWS[view])

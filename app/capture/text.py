@@ -148,7 +148,7 @@ def capture(tm, text: str) -> TextTrace:
         d_head=dh,
         d_model=D,
         acts=arrays,
-        last_logits=out.logits[0, -1].float().numpy(),
+        last_logits=out.logits[0, -1].float().clone().numpy(),  # a copy: a view would keep all [pos, vocab] logits cached
     )
 
 

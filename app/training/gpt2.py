@@ -233,6 +233,20 @@ def write_card(out: Path, r: Recipe, stats: dict) -> None:
             rows.append(
                 f"| {layer} | {head} | {scores['previous_token'][layer][head]:.3f} | {scores['induction'][layer][head]:.3f} |"
             )
+    prev, ind = torch.tensor(scores["previous_token"]), torch.tensor(scores["induction"])
+    pl, ph = divmod(int(prev.argmax()), r.n_head)
+    il, ih = divmod(int(ind.argmax()), r.n_head)
+    verdict = (
+        f"Strongest previous-token head: layer {pl}, head {ph} ({prev.max():.2f}). Strongest induction score: "
+        f"layer {il}, head {ih} ({ind.max():.3f})."
+    )
+    if ind.max() < 0.1:
+        verdict += (
+            " **No induction head formed at this budget**: the scores stay at the uniform level even though a "
+            "quarter of the training windows carried a repeated span; copying a repeated span is not learned "
+            "(loss on the second copy stays near log(vocab)). Expect it from a longer run (a GPU) or a curriculum "
+            "that starts on repeated sequences."
+        )
     curve = "\n".join(f"| {s} | {v:.3f} |" for s, v in stats["evals"])
     sample_text = "\n".join(f"> {s}\n" for s in stats["samples"])
     card = f"""---
@@ -253,7 +267,8 @@ to look inside the real one, run `glassbox serve --gpt2 gpt2`.
 Training: `../shared/data/tinystories/tinystories_train.txt` (2,824 stories, original capitals) and
 `tinystories_train_lowercase_extra.txt` (4,411 lowercase stories) for volume. Held-out:
 `tinystories_valid.txt` (1,000 stories, none in training). A quarter of the training windows carry a
-random token span written twice (labels of the first copy masked) so that induction heads form.
+random token span written twice (labels of the first copy masked), meant to reward induction heads
+(see below for whether they formed).
 
 ## Tokenizer
 A byte-level BPE of {r.vocab_size} tokens trained by the recipe on the training stories, with `{EOT}` as
@@ -291,6 +306,8 @@ sequence written twice, mean attention from the second copy to the token after t
 | layer | head | previous-token | induction |
 |---:|---:|---:|---:|
 {chr(10).join(rows)}
+
+{verdict}
 
 ## Samples (greedy)
 {sample_text}

@@ -77,7 +77,7 @@ def tokenize(tm, text: str) -> list[int]:
 def token_texts(tokenizer, ids: list[int]) -> list[str]:
     # Decoded one by one: what the token stands for ("Ġthe" -> " the"). A character split over two
     # byte-level tokens (some emoji) shows as "�" in each half; that is what the model sees.
-    return [tokenizer.decode([i]) for i in ids]
+    return tokenizer.batch_decode([[i] for i in ids])
 
 
 @torch.no_grad()
@@ -123,7 +123,9 @@ def capture(tm, text: str) -> TextTrace:
         ]
     input_ids = torch.tensor([ids])
     with hooked(hooks):
-        out = model(input_ids, output_attentions=True, use_cache=False)
+        # Only the last position's logits are kept (the logit lens unembeds the stream itself), so the
+        # unembedding runs on one position: with a 50k vocabulary that is most of the forward's cost.
+        out = model(input_ids, output_attentions=True, use_cache=False, logits_to_keep=1)
 
     arrays: dict[str, np.ndarray] = {}
     for name in hook_names(cfg.n_layer):

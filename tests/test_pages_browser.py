@@ -85,7 +85,11 @@ def page(browser, live_server):
     watch = Watch()
     pg.on("console", watch.console)
     pg.on("pageerror", lambda e: watch.problems.append(f"page error: {e}"))
-    pg.on("requestfailed", lambda r: watch.problems.append(f"request failed: {r.url} {r.failure}"))
+    # A reload cancels what the old page was still loading (net::ERR_ABORTED): not a failure.
+    pg.on(
+        "requestfailed",
+        lambda r: None if "ERR_ABORTED" in (r.failure or "") else watch.problems.append(f"request failed: {r.url} {r.failure}"),
+    )
     pg.on("response", watch.response)
 
     def dialog(d):

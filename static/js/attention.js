@@ -1,38 +1,28 @@
 // /text/attention: one layer/head as a heatmap; click a cell (or a chip) for that query's row.
 import {
-  $, api, readState, writeState, guarded, renderChips, tokenLabels, fillSelect, onRunForm, initModelSelect,
-  textBody, wireToNested, heatmapTrace, labelAxis, baseLayout, PLOT_CONFIG, plotlyText, fmt, pct, findToken, DEFAULT_TEXT,
+  $, api, readState, writeState, latestOnly, runText, renderChips, tokenLabels, fillLayerHead, onLayerHeadChange, onRunForm,
+  initModelSelect, textBody, wireToNested, heatmapTrace, labelAxis, baseLayout, PLOT_CONFIG, reactWithClick, plotlyText,
+  probabilityBars, fmt, pct, defaultQuery, DEFAULT_TEXT,
 } from "./common.js";
 
 const state = readState({ text: DEFAULT_TEXT, model: "", layer: 0, head: 0, q: -1 });
 let trace = null; // the last /api/text/trace answer
 let matrix = null; // [T][T] attention of the shown head
-let seq = 0; // answers to older requests are dropped
-
-function defaultQuery(tokens) {
-  const it = findToken(tokens, "it");
-  return it >= 0 ? it : tokens.length - 1;
-}
+const seq = latestOnly();
 
 async function run() {
-  state.text = $("text").value;
-  state.model = $("model").value || state.model;
-  const my = ++seq;
-  await guarded(async () => {
-    const t = await api("/api/text/trace", textBody(state));
-    if (my !== seq) return;
+  await runText(state, seq, "/api/text/trace", async (t, my) => {
     trace = t;
-    state.layer = fillSelect($("layer"), t.n_layers, state.layer);
-    state.head = fillSelect($("head"), t.n_heads, state.head);
+    fillLayerHead(state, t);
     if (!(state.q >= 0 && state.q < t.tokens.length)) state.q = defaultQuery(t.tokens);
     await loadHead(my);
   });
 }
 
-async function loadHead(my = ++seq) {
+async function loadHead(my = seq.start()) {
   if (!trace) return;
   const a = await api("/api/text/attention", textBody(state, { layer: state.layer, head: state.head }));
-  if (my !== seq) return;
+  if (seq.isStale(my)) return;
   matrix = wireToNested(a.attention);
   writeState(state);
   draw();
@@ -60,17 +50,11 @@ function draw() {
     }] : [],
   });
   const gd = $("heatmap");
-  Plotly.react(gd, [heat], layout, PLOT_CONFIG).then(() => {
-    if (!gd.dataset.wired) {
-      gd.dataset.wired = "1";
-      gd.on("plotly_click", (ev) => {
-        const p = ev && ev.points && ev.points[0];
-        if (p && Number.isInteger(p.y)) selectQuery(p.y);
-      });
-    }
+  reactWithClick(gd, [heat], layout, (p) => {
+    if (Number.isInteger(p.y)) selectQuery(p.y);
   });
   renderChips($("tokens"), tokens, { selected: state.q, onSelect: selectQuery });
-  drawRow();
+  drawRow(labels);
 }
 
 function selectQuery(i) {
@@ -79,29 +63,16 @@ function selectQuery(i) {
   draw();
 }
 
-function drawRow() {
-  const tokens = trace.tokens;
-  const labels = tokenLabels(tokens);
+/** The bar chart of the followed query's row; `labels`: draw()'s token labels. */
+function drawRow(labels) {
   const q = state.q;
-  if (!(q >= 0 && q < tokens.length)) return;
+  if (!(q >= 0 && q < labels.length)) return;
   const row = matrix[q].slice(0, q + 1);
   const keys = labels.slice(0, q + 1);
   const best = row.reduce((b, v, j) => (v > row[b] ? j : b), 0);
   $("row-caption").textContent =
     `Attention of “${labels[q]}” (row ${q}): it looks most at “${labels[best]}” (${pct(row[best])}). The bars sum to 1.`;
-  const bars = {
-    type: "bar",
-    orientation: "h",
-    x: row,
-    y: keys.map((_, j) => j),
-    marker: { color: row, colorscale: "Viridis", cmin: 0, cmax: 1, line: { color: "#555", width: 0.5 } },
-    text: row.map((v) => pct(v)),
-    textposition: "outside",
-    textfont: { color: "#1f2933" },
-    cliponaxis: false,
-    hovertext: row.map((v, j) => plotlyText(`${labels[q]} → ${keys[j]}: ${fmt(v)}`)),
-    hoverinfo: "text",
-  };
+  const bars = probabilityBars(row, row.map((v, j) => plotlyText(`${labels[q]} → ${keys[j]}: ${fmt(v)}`)));
   const layout = baseLayout({
     xaxis: { range: [0, Math.min(1.15, Math.max(...row) * 1.25 + 0.05)], title: { text: "attention weight" }, zeroline: true, gridcolor: "#e4e7eb" },
     yaxis: labelAxis(keys, { autorange: "reversed" }),
@@ -117,12 +88,7 @@ function wire() {
     state.q = -1; // a new text: follow its "it" (or its last token)
     run();
   });
-  for (const id of ["layer", "head"]) {
-    $(id).addEventListener("change", () => {
-      state[id] = Number($(id).value);
-      guarded(() => loadHead());
-    });
-  }
+  onLayerHeadChange(state, loadHead);
   $("model").addEventListener("change", () => {
     state.model = $("model").value;
     run();

@@ -174,7 +174,7 @@ export function pageUrl(path, state) {
 }
 
 // ---------------------------------------------------------------------------------------------
-// Status line and error box
+// Status line, error box, requests of a page
 
 const $ = (id) => document.getElementById(id);
 export { $ };
@@ -218,6 +218,30 @@ export async function guarded(action, message) {
   } finally {
     busy(false);
   }
+}
+
+/**
+ * Numbers a page's requests so an answer is dropped when a newer request started meanwhile (the
+ * user changed the text or the head while it ran). start() numbers one; isStale(n) checks it.
+ */
+export function latestOnly() {
+  let n = 0;
+  return { start: () => ++n, current: () => n, isStale: (my) => my !== n };
+}
+
+/**
+ * The run() of a one-text page: read #text and #model into state, then under guarded() POST the
+ * text (and `extra`) to `path` and pass the answer to `onAnswer(answer, my)` unless it is stale.
+ */
+export async function runText(state, seq, path, onAnswer, extra) {
+  state.text = $("text").value;
+  state.model = $("model").value || state.model;
+  const my = seq.start();
+  await guarded(async () => {
+    const r = await api(path, textBody(state, extra));
+    if (seq.isStale(my)) return;
+    await onAnswer(r, my);
+  });
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -270,6 +294,12 @@ export function findToken(tokens, word) {
   return tokens.findIndex((t) => t.text.trim().toLowerCase() === w);
 }
 
+/** The query a page follows for a new text: the first "it" (the classic example), else the last token. */
+export function defaultQuery(tokens) {
+  const it = findToken(tokens, "it");
+  return it >= 0 ? it : tokens.length - 1;
+}
+
 // ---------------------------------------------------------------------------------------------
 // Selects and the text form
 
@@ -287,6 +317,22 @@ export function fillSelect(select, n, value) {
   }
   select.value = String(v);
   return v;
+}
+
+/** Fill the #layer and #head selects for the model's size; state.layer and state.head are clamped to it. */
+export function fillLayerHead(state, shape) {
+  state.layer = fillSelect($("layer"), shape.n_layers, state.layer);
+  state.head = fillSelect($("head"), shape.n_heads, state.head);
+}
+
+/** Wire the #layer and #head selects: a change stores the number in state and runs load() under guarded(). */
+export function onLayerHeadChange(state, load) {
+  for (const id of ["layer", "head"]) {
+    $(id).addEventListener("change", () => {
+      state[id] = Number($(id).value);
+      guarded(() => load());
+    });
+  }
 }
 
 /** Wire the text form: submitting (Run button or Enter) calls onRun(text). */
@@ -397,6 +443,22 @@ export function heatmapTrace(z, { rowLabels, colLabels, rowName = "row", colName
   return t;
 }
 
+/**
+ * Plotly.react, and on the first draw into `gd` wire a click on a data point to onPoint(point).
+ * Wired once (react keeps listeners), so onPoint must read current data from module state or gd.
+ */
+export function reactWithClick(gd, data, layout, onPoint) {
+  return Plotly.react(gd, data, layout, PLOT_CONFIG).then(() => {
+    if (!gd.dataset.wired) {
+      gd.dataset.wired = "1";
+      gd.on("plotly_click", (ev) => {
+        const p = ev && ev.points && ev.points[0];
+        if (p) onPoint(p);
+      });
+    }
+  });
+}
+
 /** Axis with one tick per category, labelled (escaped) with `labels`. */
 export function labelAxis(labels, extra = {}) {
   const n = labels.length;
@@ -409,6 +471,26 @@ export function labelAxis(labels, extra = {}) {
     zeroline: false,
     tickfont: { size: n > 40 ? 9 : n > 24 ? 11 : 13 },
     ...extra,
+  };
+}
+
+/**
+ * Horizontal bars, one per row, of values in [0, 1] (attention, probability): Viridis-coloured,
+ * a percentage at each bar's end. `hovertext`: one already-escaped string per bar (plotlyText).
+ */
+export function probabilityBars(values, hovertext) {
+  return {
+    type: "bar",
+    orientation: "h",
+    x: values,
+    y: values.map((_, j) => j),
+    marker: { color: values, colorscale: "Viridis", cmin: 0, cmax: 1, line: { color: "#555", width: 0.5 } },
+    text: values.map((v) => pct(v)),
+    textposition: "outside",
+    textfont: { color: "#1f2933" },
+    cliponaxis: false,
+    hovertext,
+    hoverinfo: "text",
   };
 }
 

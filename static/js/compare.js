@@ -1,14 +1,15 @@
 // /text/compare: the same head on two texts; where does one token (default "it") look in each?
 import {
-  $, api, readState, writeState, guarded, onRunForm, initModelSelect, fillSelect, renderChips, tokenLabels, findToken,
-  wireToNested, labelAxis, baseLayout, PLOT_CONFIG, plotlyText, pct, fmt,
+  $, api, readState, writeState, guarded, latestOnly, onRunForm, initModelSelect, fillLayerHead, onLayerHeadChange,
+  renderChips, tokenLabels, defaultQuery, wireToNested, labelAxis, baseLayout, PLOT_CONFIG, plotlyText, probabilityBars,
+  pct, fmt,
 } from "./common.js";
 
 const state = readState({
   a: $("text-a").value, b: $("text-b").value, model: "", layer: 0, head: 0, qa: -1, qb: -1,
 });
 const sides = { a: null, b: null }; // per side: {tokens, att}
-let seq = 0;
+const seq = latestOnly();
 
 function body(side, extra = {}) {
   const b = { text: state[side], ...extra };
@@ -20,27 +21,23 @@ async function run() {
   state.a = $("text-a").value;
   state.b = $("text-b").value;
   state.model = $("model").value || state.model;
-  const my = ++seq;
+  const my = seq.start();
   await guarded(async () => {
     const [ta, tb] = await Promise.all([api("/api/text/trace", body("a")), api("/api/text/trace", body("b"))]);
-    if (my !== seq) return;
-    state.layer = fillSelect($("layer"), ta.n_layers, state.layer);
-    state.head = fillSelect($("head"), ta.n_heads, state.head);
+    if (seq.isStale(my)) return;
+    fillLayerHead(state, ta);
     for (const [side, t] of [["a", ta], ["b", tb]]) {
       const key = `q${side}`;
-      if (!(state[key] >= 0 && state[key] < t.tokens.length)) {
-        const it = findToken(t.tokens, "it");
-        state[key] = it >= 0 ? it : t.tokens.length - 1;
-      }
+      if (!(state[key] >= 0 && state[key] < t.tokens.length)) state[key] = defaultQuery(t.tokens);
     }
     await loadHead(my);
   });
 }
 
-async function loadHead(my = ++seq) {
+async function loadHead(my = seq.start()) {
   const extra = { layer: state.layer, head: state.head };
   const [aa, ab] = await Promise.all([api("/api/text/attention", body("a", extra)), api("/api/text/attention", body("b", extra))]);
-  if (my !== seq) return;
+  if (seq.isStale(my)) return;
   sides.a = { tokens: aa.tokens, att: wireToNested(aa.attention) };
   sides.b = { tokens: ab.tokens, att: wireToNested(ab.attention) };
   writeState(state);
@@ -91,19 +88,7 @@ function draw() {
     const order = row.map((v, j) => j).sort((x, y) => row[y] - row[x]).slice(0, 3);
     $(`summary-${side}`).textContent =
       `“${labels[q]}” looks most at ` + order.map((j) => `“${labels[j]}” (${pct(row[j])})`).join(", ") + ".";
-    const bars = {
-      type: "bar",
-      orientation: "h",
-      x: row,
-      y: row.map((_, j) => j),
-      marker: { color: row, colorscale: "Viridis", cmin: 0, cmax: 1, line: { color: "#555", width: 0.5 } },
-      text: row.map((v) => pct(v)),
-      textposition: "outside",
-      textfont: { color: "#1f2933" },
-      cliponaxis: false,
-      hovertext: row.map((v, j) => plotlyText(`${labels[q]} → ${labels[j]}: ${fmt(v)}`)),
-      hoverinfo: "text",
-    };
+    const bars = probabilityBars(row, row.map((v, j) => plotlyText(`${labels[q]} → ${labels[j]}: ${fmt(v)}`)));
     const layout = baseLayout({
       title: { text: plotlyText(`attention from “${labels[q]}”, layer ${state.layer} head ${state.head}`), x: 0.03, font: { size: 14 } },
       xaxis: { range: [0, Math.min(1.2, maxV * 1.25 + 0.03)], title: { text: "attention weight" }, gridcolor: "#e4e7eb" },
@@ -123,12 +108,7 @@ function wire() {
     state.qb = -1;
     run();
   });
-  for (const id of ["layer", "head"]) {
-    $(id).addEventListener("change", () => {
-      state[id] = Number($(id).value);
-      guarded(() => loadHead());
-    });
-  }
+  onLayerHeadChange(state, loadHead);
   $("model").addEventListener("change", run);
 }
 

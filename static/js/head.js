@@ -1,13 +1,14 @@
 // /text/head: one attention head, step by step, with the model's own numbers.
 import {
-  $, api, readState, writeState, guarded, onRunForm, initModelSelect, textBody, fillSelect, tokenLabels, findToken,
+  $, api, readState, writeState, latestOnly, runText, onRunForm, initModelSelect, textBody, fillLayerHead, onLayerHeadChange,
+  tokenLabels, defaultQuery,
   decodeArray, toNested, nonFiniteToNull, heatmapTrace, labelAxis, baseLayout, PLOT_CONFIG, fmt, pct, DEFAULT_TEXT,
 } from "./common.js";
 
 const state = readState({ text: DEFAULT_TEXT, model: "", layer: 0, head: 0, q: -1, step: 1 });
 let trace = null; // /api/text/trace
 let H = null; // decoded /api/text/head: name -> nested arrays
-let seq = 0;
+const seq = latestOnly();
 
 const STEPS = [
   { name: "X", title: "X: the input" },
@@ -24,19 +25,10 @@ const STEPS = [
 ];
 
 async function run() {
-  state.text = $("text").value;
-  state.model = $("model").value || state.model;
-  const my = ++seq;
-  await guarded(async () => {
-    const t = await api("/api/text/trace", textBody(state));
-    if (my !== seq) return;
+  await runText(state, seq, "/api/text/trace", async (t, my) => {
     trace = t;
-    state.layer = fillSelect($("layer"), t.n_layers, state.layer);
-    state.head = fillSelect($("head"), t.n_heads, state.head);
-    if (!(state.q >= 0 && state.q < t.tokens.length)) {
-      const it = findToken(t.tokens, "it");
-      state.q = it >= 0 ? it : t.tokens.length - 1;
-    }
+    fillLayerHead(state, t);
+    if (!(state.q >= 0 && state.q < t.tokens.length)) state.q = defaultQuery(t.tokens);
     fillQuery();
     await loadHead(my);
   });
@@ -54,9 +46,9 @@ function fillQuery() {
   sel.value = String(state.q);
 }
 
-async function loadHead(my = ++seq) {
+async function loadHead(my = seq.start()) {
   const r = await api("/api/text/head", textBody(state, { layer: state.layer, head: state.head }));
-  if (my !== seq) return;
+  if (seq.isStale(my)) return;
   H = { d_head: r.d_head, tokens: r.tokens };
   for (const key of ["x", "wq", "wk", "wv", "bq", "bk", "bv", "q", "k", "v", "scores", "scaled", "masked", "attention", "z", "wo", "bo", "out"]) {
     if (r[key]) H[key] = toNested(decodeArray(r[key]), key === "masked" ? nonFiniteToNull : undefined);
@@ -281,12 +273,7 @@ function wire() {
     state.q = -1;
     run();
   });
-  for (const id of ["layer", "head"]) {
-    $(id).addEventListener("change", () => {
-      state[id] = Number($(id).value);
-      guarded(() => loadHead());
-    });
-  }
+  onLayerHeadChange(state, loadHead);
   $("query").addEventListener("change", () => {
     state.q = Number($("query").value);
     show();

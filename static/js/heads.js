@@ -1,19 +1,14 @@
 // /text/heads: every layer × head as one Plotly figure of small heatmaps; click one to open it.
 import {
-  $, api, readState, writeState, guarded, onRunForm, initModelSelect, textBody, decodeArray, toNested, sliceFirst,
-  baseLayout, PLOT_CONFIG, pageUrl, DEFAULT_TEXT,
+  $, readState, writeState, latestOnly, runText, onRunForm, initModelSelect, decodeArray, toNested, sliceFirst,
+  baseLayout, reactWithClick, pageUrl, DEFAULT_TEXT,
 } from "./common.js";
 
 const state = readState({ text: DEFAULT_TEXT, model: "" });
-let seq = 0;
+const seq = latestOnly();
 
 async function run() {
-  state.text = $("text").value;
-  state.model = $("model").value || state.model;
-  const my = ++seq;
-  await guarded(async () => {
-    const g = await api("/api/text/grid", textBody(state));
-    if (my !== seq) return;
+  await runText(state, seq, "/api/text/grid", async (g) => {
     writeState(state);
     await draw(g);
   });
@@ -77,18 +72,11 @@ function draw(g) {
     `${L} layers × ${H} heads = ${L * H} heatmaps, each ${s}×${s}` +
     (g.pooled ? " (the text is long, so each is averaged down to this size)" : " (one row and column per token)") +
     ". Click a heatmap to open that head on its own.";
-  return Plotly.react(gd, data, layout, PLOT_CONFIG).then(() => {
-    if (!gd.dataset.wired) {
-      gd.dataset.wired = "1";
-      gd.on("plotly_click", (ev) => {
-        const p = ev && ev.points && ev.points[0];
-        if (!p) return;
-        const H = gd.data.length && gd.layout.grid ? gd.layout.grid.columns : 1;
-        const layer = Math.floor(p.curveNumber / H);
-        const head = p.curveNumber % H;
-        window.location.href = pageUrl("/text/attention", { text: state.text, model: state.model, layer, head });
-      });
-    }
+  return reactWithClick(gd, data, layout, (p) => {
+    const H = gd.data.length && gd.layout.grid ? gd.layout.grid.columns : 1;
+    const layer = Math.floor(p.curveNumber / H);
+    const head = p.curveNumber % H;
+    window.location.href = pageUrl("/text/attention", { text: state.text, model: state.model, layer, head });
   });
 }
 

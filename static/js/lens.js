@@ -1,21 +1,16 @@
 // /text/lens: logit lens as a table, rows = layers, columns = positions, cells shaded by probability.
 import {
-  $, api, readState, writeState, guarded, onRunForm, initModelSelect, textBody, showToken, viridisCss, pct, DEFAULT_TEXT,
+  $, readState, writeState, latestOnly, runText, onRunForm, initModelSelect, showToken, viridisCss, pct, DEFAULT_TEXT,
 } from "./common.js";
 
 const state = readState({ text: DEFAULT_TEXT, model: "" });
-let seq = 0;
+const seq = latestOnly();
 
 async function run() {
-  state.text = $("text").value;
-  state.model = $("model").value || state.model;
-  const my = ++seq;
-  await guarded(async () => {
-    const r = await api("/api/text/lens", textBody(state, { k: 3 }));
-    if (my !== seq) return;
+  await runText(state, seq, "/api/text/lens", (r) => {
     writeState(state);
     draw(r);
-  });
+  }, { k: 3 });
 }
 
 function th(text, scope, title) {

@@ -1,29 +1,24 @@
 // /text/next: next-token probabilities with a temperature slider; add a token or generate one.
 import {
-  $, api, readState, writeState, guarded, onRunForm, initModelSelect, textBody, fillSelect, renderChips, tokenLabels,
-  showToken, autoGrow, wireToNested, heatmapTrace, labelAxis, baseLayout, PLOT_CONFIG, plotlyText, pct, fmt, DEFAULT_TEXT,
+  $, api, readState, writeState, guarded, latestOnly, runText, onRunForm, initModelSelect, textBody, fillLayerHead,
+  onLayerHeadChange, renderChips, tokenLabels, showToken, autoGrow, wireToNested, heatmapTrace, labelAxis, baseLayout,
+  PLOT_CONFIG, reactWithClick, plotlyText, probabilityBars, pct, fmt, DEFAULT_TEXT,
 } from "./common.js";
 
 const K = 10;
 const state = readState({ text: DEFAULT_TEXT, model: "", temperature: 1, layer: 0, head: 0 });
 let trace = null;
-let seq = 0;
-let nextSeq = 0;
+const seq = latestOnly();
+const nextSeq = latestOnly(); // the temperature slider's own requests
 
 function temperature() {
   return Math.min(3, Math.max(0.1, Number($("temperature").value) || 1));
 }
 
 async function run() {
-  state.text = $("text").value;
-  state.model = $("model").value || state.model;
-  const my = ++seq;
-  await guarded(async () => {
-    const t = await api("/api/text/trace", textBody(state));
-    if (my !== seq) return;
+  await runText(state, seq, "/api/text/trace", async (t, my) => {
     trace = t;
-    state.layer = fillSelect($("layer"), t.n_layers, state.layer);
-    state.head = fillSelect($("head"), t.n_heads, state.head);
+    fillLayerHead(state, t);
     $("token-count").textContent = `${t.tokens.length} token${t.tokens.length === 1 ? "" : "s"}`;
     renderChips($("tokens"), t.tokens);
     writeState(state);
@@ -34,17 +29,17 @@ async function run() {
 async function loadNext() {
   if (!trace) return;
   state.temperature = temperature();
-  const my = ++nextSeq;
+  const my = nextSeq.start();
   const r = await api("/api/text/next", textBody(state, { temperature: state.temperature, k: K }));
-  if (my !== nextSeq) return;
+  if (nextSeq.isStale(my)) return;
   writeState(state);
   drawNext(r.tokens);
 }
 
-async function loadAttention(my = seq) {
+async function loadAttention(my = seq.current()) {
   if (!trace) return;
   const a = await api("/api/text/attention", textBody(state, { layer: state.layer, head: state.head }));
-  if (my !== seq) return;
+  if (seq.isStale(my)) return;
   writeState(state);
   const labels = tokenLabels(a.tokens);
   const z = wireToNested(a.attention).map((row, i) => row.map((v, j) => (j > i ? null : v)));
@@ -61,19 +56,10 @@ async function loadAttention(my = seq) {
 
 function drawNext(cands) {
   const labels = cands.map((c) => `“${showToken(c.text)}”`);
-  const bars = {
-    type: "bar",
-    orientation: "h",
-    x: cands.map((c) => c.prob),
-    y: cands.map((_, i) => i),
-    marker: { color: cands.map((c) => c.prob), colorscale: "Viridis", cmin: 0, cmax: 1, line: { color: "#555", width: 0.5 } },
-    text: cands.map((c) => pct(c.prob)),
-    textposition: "outside",
-    textfont: { color: "#1f2933" },
-    cliponaxis: false,
-    hovertext: cands.map((c) => plotlyText(`${showToken(c.text)}: p = ${fmt(c.prob)}, logit ${fmt(c.logit)} — click to add`)),
-    hoverinfo: "text",
-  };
+  const bars = probabilityBars(
+    cands.map((c) => c.prob),
+    cands.map((c) => plotlyText(`${showToken(c.text)}: p = ${fmt(c.prob)}, logit ${fmt(c.logit)} — click to add`)),
+  );
   const maxP = Math.max(...cands.map((c) => c.prob), 0.01);
   const layout = baseLayout({
     xaxis: { range: [0, Math.min(1.2, maxP * 1.3 + 0.02)], title: { text: `probability at temperature ${fmt(state.temperature)}` }, gridcolor: "#e4e7eb" },
@@ -82,15 +68,9 @@ function drawNext(cands) {
     bargap: 0.2,
   });
   const gd = $("next-chart");
-  Plotly.react(gd, [bars], layout, PLOT_CONFIG).then(() => {
-    if (!gd.dataset.wired) {
-      gd.dataset.wired = "1";
-      gd.on("plotly_click", (ev) => {
-        const p = ev && ev.points && ev.points[0];
-        const c = p && gd.candidates && gd.candidates[p.pointIndex];
-        if (c) addToken(c.text);
-      });
-    }
+  reactWithClick(gd, [bars], layout, (p) => {
+    const c = gd.candidates && gd.candidates[p.pointIndex];
+    if (c) addToken(c.text);
   });
   gd.candidates = cands;
 
@@ -125,11 +105,11 @@ function addToken(text) {
 }
 
 async function generate() {
-  const my = ++seq;
+  const my = seq.start();
   state.text = $("text").value;
   await guarded(async () => {
     const r = await api("/api/text/generate", textBody(state, { temperature: temperature() }));
-    if (my !== seq) return;
+    if (seq.isStale(my)) return;
     $("text").value = r.text;
     autoGrow($("text"));
   }, "Generating…");
@@ -148,12 +128,7 @@ function wire() {
     timer = setTimeout(() => guarded(loadNext, "Re-weighing…"), 120);
   });
   $("generate").addEventListener("click", generate);
-  for (const id of ["layer", "head"]) {
-    $(id).addEventListener("change", () => {
-      state[id] = Number($(id).value);
-      guarded(() => loadAttention());
-    });
-  }
+  onLayerHeadChange(state, loadAttention);
   $("model").addEventListener("change", run);
 }
 

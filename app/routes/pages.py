@@ -20,7 +20,7 @@ TEXT_PAGES = [
     ("/text/heads", "All heads", "Every layer × head at once, as small heatmaps; click one to open it."),
     ("/text/head", "One head, step by step", "The math of one head with the model's real numbers: Q, K, V, softmax, Z."),
     ("/text/next", "Next token", "The next-token probabilities, a temperature slider, and generation one token at a time."),
-    ("/text/compare", "Compare two texts", "Two sentences that differ in one word: where does “it” look in each?"),
+    ("/text/compare", "Compare two texts", "Two sentences that differ in one word, read by the same head, side by side."),
     ("/text/lens", "Logit lens", "What the model would predict after each layer, at every position."),
 ]
 

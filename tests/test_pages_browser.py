@@ -6,6 +6,7 @@ Screenshots go to test-artifacts/ (and docs/screenshot.png, the README's picture
 
 from __future__ import annotations
 
+import os
 import re
 from pathlib import Path
 from urllib.parse import urlencode
@@ -13,11 +14,11 @@ from urllib.parse import urlencode
 import httpx
 import pytest
 
+from playwright import sync_api  # a test dependency: missing it is an error, not a skip
+
 from app.settings import ROOT
 
 pytestmark = pytest.mark.browser
-
-sync_api = pytest.importorskip("playwright.sync_api")
 
 CHROMIUM = "/usr/bin/chromium"
 ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
@@ -47,7 +48,9 @@ def api(base: str, path: str, body: dict | None = None) -> httpx.Response:
 @pytest.fixture(scope="module")
 def browser():
     if not Path(CHROMIUM).exists():
-        pytest.skip(f"{CHROMIUM} is not installed")
+        if os.environ.get("CI"):  # CI must run the browser tests, never skip them
+            pytest.fail(f"{CHROMIUM} is not installed: ./run.sh test installs Debian's chromium")
+        pytest.skip(f"{CHROMIUM} is not installed (./run.sh test installs it)")
     with sync_api.sync_playwright() as p:
         b = p.chromium.launch(executable_path=CHROMIUM, args=ARGS)
         yield b

@@ -75,6 +75,16 @@ def to_pixels(imgs: np.ndarray) -> torch.Tensor:
     return (torch.from_numpy(imgs).permute(0, 3, 1, 2).float() / 255 - 0.5) / 0.5
 
 
+def image_processor(r: Recipe):
+    """What serving applies to any uploaded image: resize (bicubic) and normalise like to_pixels."""
+    from transformers import ViTImageProcessor
+
+    return ViTImageProcessor(
+        do_resize=True, size={"height": r.image_size, "width": r.image_size}, resample=3,
+        do_normalize=True, image_mean=[0.5, 0.5, 0.5], image_std=[0.5, 0.5, 0.5],
+    )
+
+
 def build_model(r: Recipe):
     from transformers import ViTConfig, ViTForImageClassification
 
@@ -128,8 +138,6 @@ def evaluate(model, imgs: np.ndarray, labels: np.ndarray, masks: np.ndarray, r: 
 
 
 def train(out: Path | None = None, steps: int | None = None) -> Path:
-    from transformers import ViTImageProcessor
-
     from app.settings import get_settings
 
     s = get_settings()
@@ -194,10 +202,7 @@ def train(out: Path | None = None, steps: int | None = None) -> Path:
     final = evaluate(model, h_imgs, h_labels, h_masks, r)
     out.mkdir(parents=True, exist_ok=True)
     model.save_pretrained(out, safe_serialization=True)
-    ViTImageProcessor(
-        do_resize=True, size={"height": r.image_size, "width": r.image_size}, resample=3,
-        do_normalize=True, image_mean=[0.5, 0.5, 0.5], image_std=[0.5, 0.5, 0.5],
-    ).save_pretrained(out)
+    image_processor(r).save_pretrained(out)
     write_card(out, r, stats, final, sum(p.numel() for p in model.parameters()))
     log.info("held-out accuracy %.4f, CLS attention on the shape %.2f", final["accuracy"], final["cls_on_shape"])
     return out

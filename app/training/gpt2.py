@@ -23,6 +23,8 @@ from pathlib import Path
 import torch
 from tqdm import tqdm
 
+from app.training.schedule import warmup_cosine
+
 log = logging.getLogger(__name__)
 
 EOT = "<|endoftext|>"
@@ -125,10 +127,7 @@ def build_model(r: Recipe, tokenizer):
 
 
 def lr_at(step: int, r: Recipe) -> float:
-    if step < r.warmup:
-        return r.lr * (step + 1) / r.warmup
-    p = (step - r.warmup) / max(1, r.steps - r.warmup)
-    return r.lr * (r.min_lr_frac + (1 - r.min_lr_frac) * 0.5 * (1 + math.cos(math.pi * p)))
+    return warmup_cosine(step, lr=r.lr, warmup=r.warmup, total=r.steps, floor=r.min_lr_frac)
 
 
 @torch.no_grad()

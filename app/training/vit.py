@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import json
 import logging
-import math
 import random
 import time
 from dataclasses import asdict, dataclass
@@ -26,6 +25,7 @@ import torch
 from tqdm import tqdm
 
 from app.shapes import SHAPES, random_scene, render
+from app.training.schedule import warmup_cosine
 
 log = logging.getLogger(__name__)
 
@@ -108,10 +108,7 @@ def build_model(r: Recipe):
 
 
 def lr_at(step: int, r: Recipe) -> float:
-    if step < r.warmup:
-        return r.lr * (step + 1) / r.warmup
-    p = (step - r.warmup) / max(1, r.steps - r.warmup)
-    return r.lr * (0.02 + 0.98 * 0.5 * (1 + math.cos(math.pi * p)))
+    return warmup_cosine(step, lr=r.lr, warmup=r.warmup, total=r.steps, floor=0.02)
 
 
 @torch.no_grad()

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-import logging
 from contextlib import asynccontextmanager
+from http import HTTPStatus
 from pathlib import Path
 
 import plotly
@@ -19,8 +19,6 @@ from app.registry import load_registry
 from app.routes import pages, text
 from app.runs import Busy, Runner
 from app.settings import ROOT, Settings, get_settings
-
-log = logging.getLogger(__name__)
 
 # Plotly.js from the installed plotly package: no CDN, so a classroom works offline.
 PLOTLY_JS = Path(plotly.__file__).parent / "package_data" / "plotly.min.js"
@@ -140,8 +138,6 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
 
 def http_reason(status: int) -> str:
-    from http import HTTPStatus
-
     try:
         return HTTPStatus(status).phrase.lower()
     except ValueError:

@@ -24,7 +24,6 @@ class Settings(BaseSettings):
     runs_dir: Path = ROOT / "runs"  # training checkpoints, not shipped
 
     # Bounds. Text longer than the model's context is refused with a 422 that says the limit.
-    max_top_k: int = 50
     trace_cache_bytes: int = 256 * 2**20  # LRU of captured traces, by their array bytes
     grid_max_tokens: int = 48  # the all-heads grid pools each matrix down to at most this size
     max_concurrent_runs: int = 2  # model runs at once; beyond the queue -> 503

@@ -14,15 +14,6 @@ templates = Jinja2Templates(directory=ROOT / "templates")
 
 DEFAULT_TEXT = "The animal didn't cross the street because it was too tired"
 
-# (path, title, one-line description): the nav bar and the home page list these, in this order.
-TEXT_PAGES = [
-    ("/text/attention", "Attention", "One head's attention as a heatmap: which earlier tokens each token looks at."),
-    ("/text/heads", "All heads", "Every layer × head at once, as small heatmaps; click one to open it."),
-    ("/text/head", "One head, step by step", "The math of one head with the model's real numbers: Q, K, V, softmax, Z."),
-    ("/text/next", "Next token", "The next-token probabilities, a temperature slider, and generation one token at a time."),
-    ("/text/compare", "Compare two texts", "Two sentences that differ in one word, read by the same head, side by side."),
-    ("/text/lens", "Logit lens", "What the model would predict after each layer, at every position."),
-]
 
 
 def render(request: Request, template: str, **context):
@@ -60,19 +51,38 @@ def human_count(n: int) -> str:
     return str(n)
 
 
-# view -> (template context); every view's template is templates/<view>.html
+# One entry per text page, in nav order: the template is templates/<view>.html, and the whole entry
+# is its context ("nav" names it in the nav bar, "desc" on the home page).
 TEXT_VIEWS = {
-    "attention": {"title": "Attention heatmap"},
-    "heads": {"title": "All heads"},
-    "head": {"title": "One head, step by step"},
-    "next": {"title": "Next token"},
+    "attention": {
+        "nav": "Attention", "title": "Attention heatmap",
+        "desc": "One head's attention as a heatmap: which earlier tokens each token looks at.",
+    },
+    "heads": {
+        "nav": "All heads", "title": "All heads",
+        "desc": "Every layer × head at once, as small heatmaps; click one to open it.",
+    },
+    "head": {
+        "nav": "One head, step by step", "title": "One head, step by step",
+        "desc": "The math of one head with the model's real numbers: Q, K, V, softmax, Z.",
+    },
+    "next": {
+        "nav": "Next token", "title": "Next token",
+        "desc": "The next-token probabilities, a temperature slider, and generation one token at a time.",
+    },
     "compare": {
-        "title": "Compare two texts",
+        "nav": "Compare two texts", "title": "Compare two texts",
+        "desc": "Two sentences that differ in one word, read by the same head, side by side.",
         "text_a": DEFAULT_TEXT,
         "text_b": "The animal didn't cross the street because it was too small",
     },
-    "lens": {"title": "Logit lens"},
+    "lens": {
+        "nav": "Logit lens", "title": "Logit lens",
+        "desc": "What the model would predict after each layer, at every position.",
+    },
 }
+# (path, nav name, description) for the nav bar and the home page
+TEXT_PAGES = [(f"/text/{view}", page["nav"], page["desc"]) for view, page in TEXT_VIEWS.items()]
 
 
 @router.get("/")

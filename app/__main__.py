@@ -17,7 +17,7 @@ def main(argv: list[str] | None = None) -> None:
     serve.add_argument("--gpt2", metavar="NAME_OR_PATH", help="any GPT-2 checkpoint: a Hub id (gpt2, distilgpt2) or a folder")
 
     train = sub.add_parser("train", help="train a shipped model into models/")
-    train.add_argument("family", choices=["gpt2", "vit"])
+    train.add_argument("family", choices=["gpt2", "vit", "sd"])
     train.add_argument("--steps", type=int, help="override the recipe's number of steps")
     train.add_argument("--card", action="store_true", help="only re-measure the trained model and rewrite its card")
     train.add_argument("--out", type=Path, help="output folder (default models/<name>)")
@@ -44,10 +44,14 @@ def main(argv: list[str] | None = None) -> None:
             from app.training import gpt2
 
             gpt2.train(out=args.out, steps=args.steps, card_only=args.card, repeat_frac=args.repeat_frac)
-        else:
+        elif args.family == "vit":
             from app.training import vit
 
             vit.train(out=args.out, steps=args.steps)
+        else:
+            from app.training import sd
+
+            sd.train(out=args.out, steps=args.steps)
 
 
 if __name__ == "__main__":

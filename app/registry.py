@@ -37,8 +37,41 @@ class TextModel:
 
 
 @dataclass
+class VisionModel:
+    name: str
+    source: str
+    model: object  # transformers.ViTForImageClassification
+    processor: object  # its image processor (resize, rescale, normalise), from the same checkpoint
+    card_path: Path | None = None
+
+    @property
+    def config(self):
+        return self.model.config
+
+    @property
+    def n_params(self) -> int:
+        return sum(p.numel() for p in self.model.parameters())
+
+    @property
+    def labels(self) -> list[str]:
+        id2label = self.config.id2label or {}
+        return [str(id2label.get(i, id2label.get(str(i), f"class {i}"))) for i in range(self.config.num_labels)]
+
+
+@dataclass
 class Registry:
     text: dict[str, TextModel] = field(default_factory=dict)
+    vision: dict[str, VisionModel] = field(default_factory=dict)
+
+    def vision_model(self, name: str | None) -> VisionModel:
+        if not self.vision:
+            raise KeyError("This server runs no ViT model (start it with --vit NAME_OR_PATH).")
+        if name is None:
+            return next(iter(self.vision.values()))
+        try:
+            return self.vision[name]
+        except KeyError:
+            raise KeyError(f"Unknown model {name!r}; this server has: {', '.join(self.vision)}") from None
 
     def text_model(self, name: str | None) -> TextModel:
         if name is None:
@@ -80,10 +113,37 @@ def load_gpt2(name_or_path: str) -> TextModel:
     return TextModel(name=name, source=name_or_path, model=model, tokenizer=tokenizer, card_path=card)
 
 
+def load_vit(name_or_path: str) -> VisionModel:
+    """Any ViTForImageClassification checkpoint (google/vit-base-patch16-224, models/vit-shapes) with
+    its image processor. Eager attention, because the fused (SDPA) kernels return no attention
+    weights and capture needs them exactly as the model computes them."""
+    from transformers import AutoImageProcessor, ViTForImageClassification
+
+    path = Path(name_or_path)
+    local = path.exists() or name_or_path.startswith((".", "/"))
+    if local:
+        _check_folder(path, ["config.json", "model.safetensors", "preprocessor_config.json"])
+    try:
+        model = ViTForImageClassification.from_pretrained(name_or_path, attn_implementation="eager", use_safetensors=True)
+        processor = AutoImageProcessor.from_pretrained(name_or_path)
+    except (OSError, ValueError) as e:
+        raise ModelLoadError(f"could not load ViT model {name_or_path!r}: {str(e).splitlines()[0]}") from e
+    if model.config.model_type != "vit":
+        raise ModelLoadError(f"{name_or_path!r} is a {model.config.model_type} model, not ViT")
+    model.eval()
+    name = path.name if local else name_or_path
+    card = path / "README.md" if local and (path / "README.md").exists() else None
+    log.info("loaded %s from %s", name, name_or_path)
+    return VisionModel(name=name, source=name_or_path, model=model, processor=processor, card_path=card)
+
+
 def load_registry(settings) -> Registry:
     if settings.torch_threads:
         torch.set_num_threads(settings.torch_threads)
     reg = Registry()
     tm = load_gpt2(settings.gpt2)
     reg.text[tm.name] = tm
+    if settings.vit:
+        vm = load_vit(settings.vit)
+        reg.vision[vm.name] = vm
     return reg

@@ -17,6 +17,7 @@ class Settings(BaseSettings):
 
     # Models served. A Hub id ("gpt2", "distilgpt2") or a local folder; safetensors only.
     gpt2: str = str(ROOT / "models" / "gpt2-tinystories")
+    vit: str = str(ROOT / "models" / "vit-shapes")  # empty: serve no ViT
 
     # Where training reads its corpora (TinyStories lives in ../shared/data).
     data_dir: Path = ROOT.parent / "shared" / "data"
@@ -26,6 +27,9 @@ class Settings(BaseSettings):
     # Bounds. Text longer than the model's context is refused with a 422 that says the limit.
     trace_cache_bytes: int = 256 * 2**20  # LRU of captured traces, by their array bytes
     grid_max_tokens: int = 48  # the all-heads grid pools each matrix down to at most this size
+    # Uploaded images (ViT): larger ones get a 413. Read into memory only, never written to disk.
+    upload_max_bytes: int = 20 * 2**20
+    upload_max_pixels: int = 50_000_000  # by the header, before decoding: a decompression bomb stops here
     max_concurrent_runs: int = 2  # model runs at once; beyond the queue -> 503
     max_queued_runs: int = 16
     retry_after_s: int = 2

@@ -51,6 +51,29 @@ def tiny_client(tiny_gpt2_dir):
         yield c
 
 
+def build_tiny_vit(out: Path) -> Path:
+    """A 2-layer random ViT at another size than the shipped one (24 px, 6 px patches, 3 heads) with
+    its image processor, saved as safetensors: the folder a Hub id downloads to."""
+    import torch
+    from transformers import ViTConfig, ViTForImageClassification
+
+    from app.training.vit import Recipe, image_processor
+
+    torch.manual_seed(0)
+    cfg = ViTConfig(
+        image_size=24, patch_size=6, hidden_size=24, num_hidden_layers=2, num_attention_heads=3, intermediate_size=48,
+        num_labels=3, id2label={0: "zero", 1: "<b>one</b>", 2: "two"}, label2id={"zero": 0, "<b>one</b>": 1, "two": 2},
+    )
+    ViTForImageClassification(cfg).save_pretrained(out, safe_serialization=True)
+    image_processor(Recipe(image_size=24)).save_pretrained(out)
+    return out
+
+
+@pytest.fixture(scope="session")
+def tiny_vit_dir(tmp_path_factory) -> Path:
+    return build_tiny_vit(tmp_path_factory.mktemp("tiny-vit"))
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))

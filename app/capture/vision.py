@@ -1,0 +1,268 @@
+"""Capture for ViT (any transformers ViTForImageClassification): one forward pass with hooks -> VisionTrace.
+
+Hook points are named as in TransformerLens, with their shapes (batch of one dropped; N = 1 + P
+tokens: CLS first, then the P patches row by row):
+
+    hook_patch_embed                  [patch, d_model]   each p×p×3 patch through the patch projection
+    hook_pos_embed                    [N, d_model]       the learned position embeddings (row 0: CLS's)
+    hook_embed                        [N, d_model]       CLS + patch embeddings + positions: the first stream
+    blocks.{l}.attn.hook_q / _k / _v  [head, N, d_head]  from q_proj / k_proj / v_proj
+    blocks.{l}.attn.hook_pattern      [head, query, key] softmax(QKᵀ/√d): no mask, every token sees every token
+    blocks.{l}.hook_resid_post        [N, d_model]       the residual stream after the block
+
+Derived views are computed here and nowhere else, lazily, and kept with the trace: attention
+rollout (`rollout`), each head's mean attention distance (`attention_distance`) and the cosine
+similarity of the position embeddings (`position_similarity`).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+
+from app.capture.hooks import hooked
+
+
+def hook_names(n_layers: int) -> list[str]:
+    """Every name a trace holds, in the order the forward pass makes them."""
+    names = ["hook_patch_embed", "hook_pos_embed", "hook_embed"]
+    for l in range(n_layers):
+        names += [
+            f"blocks.{l}.attn.hook_q",
+            f"blocks.{l}.attn.hook_k",
+            f"blocks.{l}.attn.hook_v",
+            f"blocks.{l}.attn.hook_pattern",
+            f"blocks.{l}.hook_resid_post",
+        ]
+    return names
+
+
+def pair(x) -> tuple[int, int]:
+    return (x, x) if isinstance(x, int) else (int(x[0]), int(x[1]))
+
+
+@dataclass
+class VisionTrace:
+    model: str
+    image_id: str
+    name: str  # the upload's file name or the gallery picture's caption (user text: escape when shown)
+    image_size: tuple[int, int]  # (height, width) of the model's input, pixels
+    patch_size: tuple[int, int]
+    grid: tuple[int, int]  # (rows, cols) of patches; P = rows · cols
+    n_layers: int
+    n_heads: int
+    d_head: int
+    d_model: int
+    labels: list[str]  # class names, id2label order
+    pixel_values: np.ndarray  # [3, H, W] what the model reads (resized, normalised)
+    seen: np.ndarray  # [H, W, 3] uint8: pixel_values un-normalised, the picture as the model sees it
+    acts: dict[str, np.ndarray]  # hook name -> float32 array, shapes as in the module docstring
+    logits: np.ndarray  # [classes]
+    original: dict = field(default_factory=dict)  # format, width, height as uploaded
+    derived: dict = field(default_factory=dict)  # lazily computed views, cached with the trace
+
+    @property
+    def nbytes(self) -> int:
+        return sum(a.nbytes for a in self.acts.values()) + self.pixel_values.nbytes + self.seen.nbytes + self.logits.nbytes
+
+    @property
+    def n_patches(self) -> int:
+        return self.grid[0] * self.grid[1]
+
+    @property
+    def probs(self) -> np.ndarray:
+        z = self.logits.astype(np.float64)
+        e = np.exp(z - z.max())
+        return e / e.sum()
+
+    def pattern(self, layer: int) -> np.ndarray:
+        return self.acts[f"blocks.{layer}.attn.hook_pattern"]
+
+
+def prepare(vm, image) -> torch.Tensor:
+    """PIL RGB -> pixel_values [1, 3, H, W] by the checkpoint's own image processor (resize, rescale,
+    normalise), so an upload is read exactly as the model was trained to read pictures."""
+    pv = vm.processor(images=image, return_tensors="pt")["pixel_values"]
+    want = pair(vm.config.image_size)
+    if tuple(pv.shape[-2:]) != want:
+        raise ValueError(f"{vm.name}'s image processor makes {tuple(pv.shape[-2:])} px inputs; the model expects {want}.")
+    return pv.to(vm.model.dtype)
+
+
+def unnormalise(processor, pv: np.ndarray) -> np.ndarray:
+    """[3, H, W] pixel_values -> [H, W, 3] uint8, inverting the processor's normalise and rescale."""
+    x = pv.astype(np.float64)
+    if getattr(processor, "do_normalize", False):
+        mean = np.asarray(processor.image_mean, dtype=np.float64).reshape(-1, 1, 1)
+        std = np.asarray(processor.image_std, dtype=np.float64).reshape(-1, 1, 1)
+        x = x * std + mean
+    if getattr(processor, "do_rescale", False):
+        x = x / processor.rescale_factor
+    return np.clip(x.transpose(1, 2, 0) + 0.5, 0, 255).astype(np.uint8)
+
+
+@torch.no_grad()
+def capture(vm, image, image_id: str, name: str, original: dict | None = None) -> VisionTrace:
+    """1. preprocess; 2. forward once with hooks on the embeddings and every block; 3. gather a trace."""
+    model, cfg = vm.model, vm.config
+    pixel_values = prepare(vm, image)
+    H, D = cfg.num_attention_heads, cfg.hidden_size
+    dh = D // H
+    acts: dict[str, torch.Tensor] = {}
+
+    def keep(name):
+        def fn(_module, _inp, out):
+            acts[name] = out[0] if isinstance(out, tuple) else out
+
+        return fn
+
+    def keep_heads(name):
+        def fn(_module, _inp, out):  # [1, N, H·d_head] -> [head, N, d_head]
+            acts[name] = out[0].view(out.shape[1], H, dh).transpose(0, 1)
+
+        return fn
+
+    def keep_pattern(name):
+        def fn(_module, _inp, out):  # ViTAttention returns (output, weights); weights [1, head, q, k]
+            if out[1] is None:
+                raise RuntimeError("the attention returned no weights: load the model with attn_implementation='eager'")
+            acts[name] = out[1]
+
+        return fn
+
+    vit = model.vit
+    hooks = [
+        (vit.embeddings.patch_embeddings, "forward", keep("hook_patch_embed")),
+        (vit.embeddings, "forward", keep("hook_embed")),
+    ]
+    for l, block in enumerate(vit.layers):
+        attn = block.attention
+        hooks += [
+            (attn.q_proj, "forward", keep_heads(f"blocks.{l}.attn.hook_q")),
+            (attn.k_proj, "forward", keep_heads(f"blocks.{l}.attn.hook_k")),
+            (attn.v_proj, "forward", keep_heads(f"blocks.{l}.attn.hook_v")),
+            (attn, "forward", keep_pattern(f"blocks.{l}.attn.hook_pattern")),
+            (block, "forward", keep(f"blocks.{l}.hook_resid_post")),
+        ]
+    with hooked(hooks):
+        logits = model(pixel_values).logits[0]
+
+    # The position embeddings are a parameter, not an activation: a view of it, read once here.
+    acts["hook_pos_embed"] = vit.embeddings.position_embeddings[0].detach()
+    arrays: dict[str, np.ndarray] = {}
+    for name in hook_names(cfg.num_hidden_layers):
+        t = acts[name]
+        if t.dim() >= 3 and t.shape[0] == 1:
+            t = t[0]
+        arrays[name] = t.float().numpy()  # views, no copies; wire.encode packs strides
+    ih, iw = pair(cfg.image_size)
+    ph, pw = pair(cfg.patch_size)
+    pv = pixel_values[0].float().numpy()
+    return VisionTrace(
+        model=vm.name,
+        image_id=image_id,
+        name=name,
+        image_size=(ih, iw),
+        patch_size=(ph, pw),
+        grid=(ih // ph, iw // pw),
+        n_layers=cfg.num_hidden_layers,
+        n_heads=H,
+        d_head=dh,
+        d_model=D,
+        labels=vm.labels,
+        pixel_values=pv,
+        seen=unnormalise(vm.processor, pv),
+        acts=arrays,
+        logits=logits.float().numpy(),
+        original=original or {},
+    )
+
+
+# ---------------------------------------------------------------------------------------------
+# Derived views: computed once per trace, from the captured arrays only.
+
+
+def _cached(trace: VisionTrace, key, compute):
+    if key not in trace.derived:
+        trace.derived[key] = compute()
+    return trace.derived[key]
+
+
+def rollout(trace: VisionTrace) -> np.ndarray:
+    """Attention rollout after each layer, [layer, N, N] (Abnar & Zuidema 2020, §3): per layer the
+    mean of the heads plus the residual connection as an identity, 0.5·mean_h(A) + 0.5·I, rows
+    renormalised to sum to 1; then the product through the layers, R_l = Â_l · R_(l-1), R_(-1) = I.
+    Row i of R_l: how much of each input token token i carries after layer l."""
+
+    def compute():
+        N = trace.n_patches + 1
+        eye = np.eye(N)
+        r = eye
+        out = np.empty((trace.n_layers, N, N), np.float32)
+        for l in range(trace.n_layers):
+            a = 0.5 * trace.pattern(l).astype(np.float64).mean(axis=0) + 0.5 * eye
+            a /= a.sum(axis=-1, keepdims=True)
+            r = a @ r
+            out[l] = r
+        return out
+
+    return _cached(trace, "rollout", compute)
+
+
+def patch_centres(trace: VisionTrace) -> np.ndarray:
+    """[P, 2] (y, x) of each patch's centre in input pixels, row by row as the tokens are."""
+    rows, cols = trace.grid
+    ph, pw = trace.patch_size
+    yy, xx = np.meshgrid((np.arange(rows) + 0.5) * ph, (np.arange(cols) + 0.5) * pw, indexing="ij")
+    return np.stack([yy.ravel(), xx.ravel()], axis=1)
+
+
+def attention_distance(trace: VisionTrace) -> np.ndarray:
+    """Each head's mean attention distance in input pixels, [layer, head] (the ViT paper's Fig. 7,
+    Dosovitskiy et al. 2021): for every query patch, the distance to each key patch weighted by the
+    attention it pays, averaged over query patches. CLS is neither a query nor a key here (it has no
+    place in the image); each patch's attention over the patches is renormalised to sum to 1."""
+
+    def compute():
+        c = patch_centres(trace)
+        dist = np.sqrt(((c[:, None, :] - c[None, :, :]) ** 2).sum(-1))  # [P, P]
+        out = np.empty((trace.n_layers, trace.n_heads), np.float32)
+        for l in range(trace.n_layers):
+            a = trace.pattern(l)[:, 1:, 1:].astype(np.float64)  # [head, P, P]
+            a /= a.sum(axis=-1, keepdims=True)
+            out[l] = (a * dist).sum(-1).mean(-1)
+        return out
+
+    return _cached(trace, "distance", compute)
+
+
+def position_similarity(trace: VisionTrace) -> np.ndarray:
+    """Cosine similarity between the patches' position embeddings, [P, P] (the ViT paper's Fig. 7,
+    centre): row i reshaped to the patch grid shows which places patch i's position resembles."""
+
+    def compute():
+        pos = trace.acts["hook_pos_embed"][1:].astype(np.float64)
+        unit = pos / np.maximum(np.linalg.norm(pos, axis=-1, keepdims=True), 1e-12)
+        return (unit @ unit.T).astype(np.float32)
+
+    return _cached(trace, "pos_sim", compute)
+
+
+def patch_pixels(trace: VisionTrace, patch: int) -> np.ndarray:
+    """Patch i's pixels as the model reads them, [3, p, p]: flattened in this order (channel, row,
+    column) and multiplied by the projection's weight [d_model, 3·p·p], plus its bias, they give
+    hook_patch_embed[i] (the projection is a p×p convolution with stride p)."""
+    rows, cols = trace.grid
+    ph, pw = trace.patch_size
+    r, c = divmod(patch, cols)
+    return trace.pixel_values[:, r * ph : (r + 1) * ph, c * pw : (c + 1) * pw]
+
+
+def top_classes(trace: VisionTrace, k: int) -> list[dict]:
+    probs = trace.probs
+    top = np.argsort(-probs)[:k]
+    return [
+        {"id": int(i), "label": trace.labels[i], "prob": float(probs[i]), "logit": float(trace.logits[i])} for i in top
+    ]

@@ -118,7 +118,7 @@ def png_data_url(pixels: np.ndarray, min_side: int = 256) -> str:
     """uint8 [H, W, 3] -> a PNG data: URL, enlarged by an integer factor with nearest neighbours so a
     64 px input shows its pixels sharp on the page (the browser would blur them)."""
     img = Image.fromarray(pixels)
-    k = max(1, -(-min_side // max(1, min(img.size))))
+    k = max(1, min_side // max(1, min(img.size)))
     if k > 1:
         img = img.resize((img.size[0] * k, img.size[1] * k), Image.Resampling.NEAREST)
     buf = io.BytesIO()

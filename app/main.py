@@ -16,6 +16,7 @@ from fastapi.staticfiles import StaticFiles
 
 from app import schemas
 from app.registry import load_registry
+from app.routes import vision
 from app.routes import pages, text
 from app.runs import Busy, Runner
 from app.settings import ROOT, Settings, get_settings
@@ -98,6 +99,21 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         """The models this server was started with."""
         reg = request.app.state.registry
         return schemas.ModelsOut(
+            vision=[
+                schemas.VisionModelOut(
+                    name=vm.name,
+                    source=vm.source,
+                    params=vm.n_params,
+                    n_layers=vm.config.num_hidden_layers,
+                    n_heads=vm.config.num_attention_heads,
+                    d_head=vm.config.hidden_size // vm.config.num_attention_heads,
+                    image_size=list(vision.capture.pair(vm.config.image_size)),
+                    patch_size=list(vision.capture.pair(vm.config.patch_size)),
+                    n_labels=vm.config.num_labels,
+                    card_url=f"/models/{vm.name}/card" if vm.card_path else None,
+                )
+                for vm in reg.vision.values()
+            ],
             text=[
                 schemas.TextModelOut(
                     name=tm.name,
@@ -116,6 +132,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     @app.get("/models/{name}/card", response_class=PlainTextResponse, include_in_schema=False)
     async def model_card(name: str, request: Request):
         tm = request.app.state.registry.text.get(name)
+        tm = tm or request.app.state.registry.vision.get(name)
         if tm is None or tm.card_path is None:
             raise HTTPException(404, f"No model card for {name!r}.")
         return PlainTextResponse(tm.card_path.read_text(encoding="utf-8"), media_type="text/plain; charset=utf-8")
@@ -133,6 +150,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.mount("/static/swagger", StaticFiles(directory=SWAGGER_DIR), name="swagger")
     app.mount("/static", StaticFiles(directory=ROOT / "static"), name="static")
     app.include_router(text.router)
+    app.include_router(vision.router)
     app.include_router(pages.router)
     return app
 

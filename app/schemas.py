@@ -56,6 +56,7 @@ class TextModelOut(BaseModel):
 
 class ModelsOut(BaseModel):
     text: list[TextModelOut]
+    vision: list[VisionModelOut] = []
 
 
 class TraceOut(BaseModel):
@@ -124,6 +125,104 @@ class LensOut(BaseModel):
     layers: list[str]
     tokens: list[Token]
     top: list[list[list[Candidate]]]  # [layer][pos][rank]
+
+
+# --- ViT ---------------------------------------------------------------------------------------
+
+IMAGE_ID = r"^[a-z0-9-]{1,64}$"
+
+
+class VisionIn(BaseModel):
+    image: str = Field(pattern=IMAGE_ID, description="A gallery id (GET /api/vision/gallery) or an upload's id.")
+    model: str | None = Field(None, description="A served ViT's name (GET /api/models); default: the first.")
+
+
+class VisionHeadIn(VisionIn):
+    layer: int = Field(ge=0, description="Layer index, from 0.")
+    head: int | None = Field(None, ge=0, description="Head index, from 0; null: the mean of the layer's heads.")
+
+
+class RolloutIn(VisionIn):
+    source: int = Field(0, ge=0, description="Whose rollout row: 0 is CLS, 1 + i is patch i.")
+
+
+class PatchIn(VisionIn):
+    patch: int = Field(ge=0, description="Patch index, row by row from the top left, from 0.")
+
+
+class VisionModelOut(BaseModel):
+    name: str
+    source: str
+    params: int
+    n_layers: int
+    n_heads: int
+    d_head: int
+    image_size: list[int]  # [height, width] of the model's input
+    patch_size: list[int]
+    n_labels: int
+    card_url: str | None
+
+
+class GalleryItem(BaseModel):
+    id: str
+    name: str
+    kind: str  # "scene" (drawn by app/shapes.py) or "photo"
+    caption: str
+
+
+class GalleryOut(BaseModel):
+    items: list[GalleryItem]
+
+
+class ClassProb(BaseModel):
+    id: int
+    label: str
+    prob: float
+    logit: float
+
+
+class VisionTraceOut(BaseModel):
+    model: str
+    image: str  # the id to send with the other /api/vision calls
+    name: str  # file name or gallery caption (user text: shown with textContent)
+    original: dict  # format, width, height as uploaded or drawn
+    image_url: str  # PNG data URL: the input as the model sees it (resized), enlarged with sharp pixels
+    image_size: list[int]  # [height, width] in model pixels
+    patch_size: list[int]
+    grid: list[int]  # [rows, cols] of patches
+    n_layers: int
+    n_heads: int
+    d_head: int
+    d_model: int
+    n_labels: int
+    top: list[ClassProb]  # every class, most likely first (at most 20)
+
+
+class VisionAttentionOut(BaseModel):
+    layer: int
+    head: int | None  # null: mean of heads
+    attention: Array  # [1+P query, 1+P key], token 0 is CLS
+
+
+class RolloutOut(BaseModel):
+    source: int
+    rollout: Array  # [layer, 1+P]: row `source` of the rollout after each layer
+
+
+class VisionHeadsOut(BaseModel):
+    distance: Array  # [layer, head] mean attention distance, in input pixels
+    max_distance: float  # between the centres of opposite corner patches
+    position_similarity: Array  # [P, P] cosine similarity of the patches' position embeddings
+
+
+class PatchOut(BaseModel):
+    patch: int
+    row: int
+    col: int
+    pixels: Array  # [3, p, p] normalised pixel values the model reads (flattened in this order)
+    embedding: Array  # [d_model] the patch projection of those pixels
+    position: Array  # [d_model] this patch's position embedding
+    stream: Array  # [d_model] embedding + position: the patch's token entering layer 0
 
 
 class ErrorOut(BaseModel):

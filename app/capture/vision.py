@@ -152,11 +152,11 @@ def capture(vm, image, image_id: str, name: str, original: dict | None = None) -
     # The position embeddings are a parameter, not an activation: a view of it, read once here.
     acts["hook_pos_embed"] = vit.embeddings.position_embeddings[0].detach()
     arrays: dict[str, np.ndarray] = {}
-    for name in hook_names(cfg.num_hidden_layers):
-        t = acts[name]
+    for hook in hook_names(cfg.num_hidden_layers):
+        t = acts[hook]
         if t.dim() >= 3 and t.shape[0] == 1:
             t = t[0]
-        arrays[name] = t.float().numpy()  # views, no copies; wire.encode packs strides
+        arrays[hook] = t.float().numpy()  # views, no copies; wire.encode packs strides
     ih, iw = pair(cfg.image_size)
     ph, pw = pair(cfg.patch_size)
     pv = pixel_values[0].float().numpy()

@@ -18,6 +18,7 @@ DEFAULT_TEXT = "The animal didn't cross the street because it was too tired"
 
 def render(request: Request, template: str, **context):
     context.setdefault("text_pages", TEXT_PAGES)
+    context.setdefault("vision_pages", VISION_PAGES)
     context.setdefault("default_text", DEFAULT_TEXT)
     context.setdefault("current", request.url.path)
     return templates.TemplateResponse(request, template, context)
@@ -39,6 +40,19 @@ def served_models(request: Request) -> list[dict]:
                 "d_model": cfg.n_embd,
                 "n_ctx": cfg.n_positions,
                 "card_url": f"/models/{tm.name}/card" if tm.card_path else None,
+            }
+        )
+    for vm in request.app.state.registry.vision.values():
+        cfg = vm.config
+        out.append(
+            {
+                "name": vm.name,
+                "source": vm.source,
+                "params": vm.n_params,
+                "params_human": human_count(vm.n_params),
+                "shape": f"ViT: {cfg.num_hidden_layers} layers × {cfg.num_attention_heads} heads, d_model {cfg.hidden_size}, "
+                f"{cfg.image_size} px in {cfg.patch_size} px patches, {cfg.num_labels} classes",
+                "card_url": f"/models/{vm.name}/card" if vm.card_path else None,
             }
         )
     return out
@@ -84,6 +98,31 @@ TEXT_VIEWS = {
 # (path, nav name, description) for the nav bar and the home page
 TEXT_PAGES = [(f"/text/{view}", page["nav"], page["desc"]) for view, page in TEXT_VIEWS.items()]
 
+# The ViT pages (issue 4), as TEXT_VIEWS: templates/vision_<view>.html, static/js/vision_<view>.js.
+VISION_VIEWS = {
+    "patches": {
+        "nav": "ViT patches", "title": "Patches and embeddings",
+        "desc": "The picture cut into patches; hover one to see its pixels flattened and embedded.",
+    },
+    "attention": {
+        "nav": "ViT attention", "title": "Attention over the image",
+        "desc": "Where CLS, or a patch you click, looks: one head or the mean of a layer, over the picture.",
+    },
+    "rollout": {
+        "nav": "Rollout", "title": "Attention rollout",
+        "desc": "Attention carried through the layers (Abnar & Zuidema 2020): step layer by layer.",
+    },
+    "heads": {
+        "nav": "ViT heads", "title": "Heads and positions",
+        "desc": "How far each head looks, by depth, and what the position embeddings learned.",
+    },
+    "prediction": {
+        "nav": "Prediction", "title": "Prediction",
+        "desc": "The class probabilities the ViT gives the picture.",
+    },
+}
+VISION_PAGES = [(f"/vision/{view}", page["nav"], page["desc"]) for view, page in VISION_VIEWS.items()]
+
 
 @router.get("/")
 async def home(request: Request):
@@ -95,3 +134,10 @@ async def text_page(request: Request, view: str):
     if view not in TEXT_VIEWS:
         raise HTTPException(404, f"No page /text/{view}; the text pages are: {', '.join(TEXT_VIEWS)}.")
     return render(request, f"{view}.html", view=view, **TEXT_VIEWS[view])
+
+
+@router.get("/vision/{view}")
+async def vision_page(request: Request, view: str):
+    if view not in VISION_VIEWS:
+        raise HTTPException(404, f"No page /vision/{view}; the ViT pages are: {', '.join(VISION_VIEWS)}.")
+    return render(request, f"vision_{view}.html", view=f"vision_{view}", **VISION_VIEWS[view])

@@ -89,6 +89,7 @@ def test_gallery_and_trace(vc):
     assert len(t["top"]) == 8 and sum(c["prob"] for c in t["top"]) == pytest.approx(1, abs=1e-6)
     # gallery scene 1 is an arrow; the model gets it
     assert items[0]["caption"].endswith("arrow in the centre") and t["top"][0]["label"] == "arrow"
+    assert t["name"] == items[0]["caption"] and t["image"] == items[0]["id"]
 
 
 def test_attention_head_and_mean(vc):
@@ -156,6 +157,7 @@ def test_upload_formats(vc, fmt, ctype):
     px = seen(r)
     assert np.abs(px[5, 32] - RED).max() < 40 and np.abs(px[60, 32] - BLUE).max() < 40
     assert r.json()["original"] == {"format": fmt, "width": 64, "height": 64}
+    assert r.json()["name"] == f"pic.{fmt.lower()}"
     # the views then work on the upload's id
     a = vc.post("/api/vision/attention", json={"image": r.json()["image"], "layer": 0, "head": 0})
     assert a.status_code == 200

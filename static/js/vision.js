@@ -1,0 +1,221 @@
+// Shared by the ViT pages: the picture picker (gallery or upload), the trace of the picture, and the
+// picture drawn in Plotly with its patch grid and an optional heatmap over it. File names and class
+// labels reach the DOM through textContent only; in Plotly they go through plotlyText.
+
+import { $, api, ApiError, guarded, readState, writeState, latestOnly, baseLayout, PLOT_CONFIG, plotlyText, fmt } from "./common.js";
+
+/**
+ * @typedef {{id: number, label: string, prob: number, logit: number}} ClassProb
+ * @typedef {{model: string, image: string, name: string, original: {format: string, width: number, height: number},
+ *   image_url: string, image_size: number[], patch_size: number[], grid: number[], n_layers: number, n_heads: number,
+ *   d_head: number, d_model: number, n_labels: number, top: ClassProb[]}} VisionTrace   (schemas.VisionTraceOut)
+ */
+
+export const DEFAULT_IMAGE = "scene-1";
+
+/** Page state from the URL: the picture and model, plus the page's own keys. */
+export function visionState(extra = {}) {
+  return readState({ image: DEFAULT_IMAGE, model: "", ...extra });
+}
+
+/** The request body fields every /api/vision view takes. */
+export function visionBody(state, extra = {}) {
+  const body = { image: state.image, ...extra };
+  if (state.model) body.model = state.model;
+  return body;
+}
+
+/** POST a file's bytes as the raw body; errors become ApiError with the server's reason (413, 415). */
+async function uploadFile(file, model) {
+  const params = new URLSearchParams({ name: file.name.slice(0, 200) });
+  if (model) params.set("model", model);
+  let res;
+  try {
+    res = await fetch(`/api/vision/upload?${params}`, {
+      method: "POST",
+      headers: { "Content-Type": file.type || "application/octet-stream", Accept: "application/json" },
+      body: file,
+    });
+  } catch (e) {
+    throw new ApiError(0, "network", "Could not reach the glassbox server (or the upload was refused on the way).");
+  }
+  let payload = null;
+  try {
+    payload = await res.json();
+  } catch (e) {
+    payload = null;
+  }
+  if (!res.ok) throw new ApiError(res.status, payload && payload.error, (payload && payload.detail) || `The server answered ${res.status}.`);
+  return payload;
+}
+
+/**
+ * Wire the picker and load the first picture. onTrace(trace) runs for every new picture (under
+ * guarded(), stale answers dropped); it should draw the page.
+ */
+export async function initPicker(state, onTrace) {
+  const seq = latestOnly();
+  const sel = $("gallery");
+
+  async function show(getTrace) {
+    const my = seq.start();
+    await guarded(async () => {
+      const t = await getTrace();
+      if (seq.isStale(my)) return;
+      state.image = t.image;
+      markPicture(sel, t);
+      writeState(state);
+      await onTrace(t);
+    });
+  }
+
+  await initVisionModel(state);
+  let items = [];
+  try {
+    items = (await api("/api/vision/gallery")).items;
+  } catch (e) {
+    items = [];
+  }
+  sel.replaceChildren();
+  for (const it of items) {
+    const o = document.createElement("option");
+    o.value = it.id;
+    o.textContent = `${it.caption} (${it.kind})`;
+    sel.append(o);
+  }
+  sel.addEventListener("change", () => show(() => api("/api/vision/trace", visionBody({ ...state, image: sel.value }))));
+  $("upload").addEventListener("change", () => {
+    const file = $("upload").files[0];
+    if (file) show(() => uploadFile(file, state.model));
+  });
+  $("model").addEventListener("change", () => {
+    state.model = $("model").value;
+    show(() => api("/api/vision/trace", visionBody(state)));
+  });
+  await show(() => api("/api/vision/trace", visionBody(state)));
+}
+
+/** The picture's name and size under the picker; an upload gets its own entry in the select. */
+function markPicture(sel, t) {
+  $("picture-name").textContent = t.name;
+  const o = t.original || {};
+  $("picture-info").textContent =
+    `(${o.format || "?"} ${o.width || "?"} × ${o.height || "?"}, read by ${t.model} at ${t.image_size[1]} × ${t.image_size[0]} px, ` +
+    `${t.grid[0]} × ${t.grid[1]} patches of ${t.patch_size[0]} px)`;
+  let opt = [...sel.options].find((x) => x.value === t.image);
+  if (!opt) {
+    [...sel.options].filter((x) => x.dataset.upload).forEach((x) => x.remove());
+    opt = document.createElement("option");
+    opt.value = t.image;
+    opt.dataset.upload = "1";
+    opt.textContent = `Your upload: ${t.name}`;
+    sel.prepend(opt);
+  }
+  sel.value = t.image;
+}
+
+async function initVisionModel(state) {
+  const sel = $("model");
+  let models = [];
+  try {
+    models = (await api("/api/models")).vision || [];
+  } catch (e) {
+    return;
+  }
+  sel.replaceChildren();
+  for (const m of models) {
+    const o = document.createElement("option");
+    o.value = m.name;
+    o.textContent = `${m.name} (${m.n_layers} layers × ${m.n_heads} heads)`;
+    sel.append(o);
+  }
+  if (state.model && models.some((m) => m.name === state.model)) sel.value = state.model;
+  else state.model = models.length ? models[0].name : "";
+  sel.closest(".field").hidden = models.length < 2;
+}
+
+// ---------------------------------------------------------------------------------------------
+// Patches
+
+/** "patch 12 (row 1, col 4)" */
+export function patchName(t, i) {
+  const cols = t.grid[1];
+  return `patch ${i} (row ${Math.floor(i / cols)}, col ${i % cols})`;
+}
+
+/** Token index (0 = CLS, 1 + i = patch i) as words. */
+export function tokenName(t, token) {
+  return token === 0 ? "CLS" : patchName(t, token - 1);
+}
+
+/** The patch under a Plotly point of the picture figure (its x, y are pixels), or -1. */
+export function patchAt(t, p) {
+  const [ph, pw] = t.patch_size;
+  const r = Math.floor(p.y / ph);
+  const c = Math.floor(p.x / pw);
+  if (!(r >= 0 && r < t.grid[0] && c >= 0 && c < t.grid[1])) return -1;
+  return r * t.grid[1] + c;
+}
+
+/** A flat [P] vector -> [rows][cols] (patches are row by row). */
+export function toGrid(t, values) {
+  const [rows, cols] = t.grid;
+  return Array.from({ length: rows }, (_, r) => Array.from(values.slice(r * cols, (r + 1) * cols)));
+}
+
+const CLEAR = [[0, "rgba(0,0,0,0)"], [1, "rgba(0,0,0,0)"]];
+
+/**
+ * The picture with its patch grid, and `heat` ([rows][cols] or null) drawn over it at `opacity`.
+ * Every patch is hoverable and clickable (an invisible heatmap when there is no heat).
+ * `selected`: a patch index to outline. Returns [data, layout].
+ */
+export function pictureFigure(t, { heat = null, opacity = 0.6, selected = -1, valueName = "value", zmax, title = "" } = {}) {
+  const [H, W] = t.image_size;
+  const [ph, pw] = t.patch_size;
+  const [rows, cols] = t.grid;
+  const xs = Array.from({ length: cols }, (_, c) => (c + 0.5) * pw);
+  const ys = Array.from({ length: rows }, (_, r) => (r + 0.5) * ph);
+  const z = heat || Array.from({ length: rows }, (_, r) => Array.from({ length: cols }, (_, c) => r * cols + c));
+  const text = z.map((row, r) =>
+    row.map((v, c) => {
+      const name = patchName(t, r * cols + c);
+      return heat ? `${name}<br>${plotlyText(valueName)}: ${fmt(v)}` : name;
+    }),
+  );
+  const trace = {
+    type: "heatmap", x: xs, y: ys, z, text, hoverinfo: "text", xgap: 0, ygap: 0,
+    opacity: heat ? opacity : 1, colorscale: heat ? "Viridis" : CLEAR, showscale: !!heat, zmin: 0,
+    colorbar: { thickness: 12, outlinewidth: 0, len: 0.9, title: { text: plotlyText(valueName), side: "right" } },
+  };
+  if (heat && zmax !== undefined) trace.zmax = zmax;
+  const shapes = [];
+  for (let c = 1; c < cols; c++) shapes.push({ type: "line", x0: c * pw, x1: c * pw, y0: 0, y1: H, line: { color: "rgba(255,255,255,0.7)", width: 1 } });
+  for (let r = 1; r < rows; r++) shapes.push({ type: "line", x0: 0, x1: W, y0: r * ph, y1: r * ph, line: { color: "rgba(255,255,255,0.7)", width: 1 } });
+  if (selected >= 0) {
+    const r = Math.floor(selected / cols), c = selected % cols;
+    shapes.push({ type: "rect", x0: c * pw, x1: (c + 1) * pw, y0: r * ph, y1: (r + 1) * ph, line: { color: "#e4572e", width: 3 } });
+  }
+  const layout = baseLayout({
+    title: title ? { text: plotlyText(title), x: 0.02, font: { size: 15 } } : undefined,
+    margin: { l: 10, r: 10, t: title ? 40 : 10, b: 10 },
+    xaxis: { range: [0, W], visible: false, constrain: "domain" },
+    yaxis: { range: [H, 0], visible: false, scaleanchor: "x", constrain: "domain" },
+    images: [{ source: t.image_url, xref: "x", yref: "y", x: 0, y: 0, sizex: W, sizey: H, sizing: "stretch", layer: "below" }],
+    shapes,
+    plot_bgcolor: "rgba(0,0,0,0)",
+  });
+  return [[trace], layout];
+}
+
+/** Draw a picture figure into gd; the first draw wires hover/click to onHover(i)/onClick(i) (patch indices). */
+export function drawPicture(gd, figure, { onClick = null, onHover = null, trace = null } = {}) {
+  const [data, layout] = figure;
+  return Plotly.react(gd, data, layout, PLOT_CONFIG).then(() => {
+    if (gd.dataset.wired) return;
+    gd.dataset.wired = "1";
+    const at = (ev) => (ev && ev.points && ev.points[0] ? patchAt(trace(), ev.points[0]) : -1);
+    if (onClick) gd.on("plotly_click", (ev) => { const i = at(ev); if (i >= 0) onClick(i); });
+    if (onHover) gd.on("plotly_hover", (ev) => { const i = at(ev); if (i >= 0) onHover(i); });
+  });
+}

@@ -1,0 +1,117 @@
+// /vision/attention: one layer's attention (a head, or the mean of heads) from CLS or a clicked patch,
+// drawn over the picture, with the raw [1+P, 1+P] matrix beside it.
+import { $, api, writeState, latestOnly, guarded, fillSelect, decodeArray, toNested, heatmapTrace, labelAxis, baseLayout, reactWithClick, pct } from "./common.js";
+import { visionState, visionBody, initPicker, pictureFigure, drawPicture, toGrid, tokenName } from "./vision.js";
+
+// head -1: the mean of the layer's heads. from: 0 is CLS, 1 + i is patch i.
+const state = visionState({ layer: 0, head: -1, from: 0, opacity: 0.6 });
+let trace = null;
+let matrix = null; // {shape: [N, N], data}
+const seq = latestOnly();
+
+function fillHeads(n) {
+  const sel = $("head");
+  if (sel.options.length !== n + 1) {
+    sel.replaceChildren();
+    const mean = document.createElement("option");
+    mean.value = "-1";
+    mean.textContent = "mean of heads";
+    sel.append(mean);
+    for (let h = 0; h < n; h++) {
+      const o = document.createElement("option");
+      o.value = String(h);
+      o.textContent = String(h);
+      sel.append(o);
+    }
+  }
+  if (!(state.head >= -1 && state.head < n)) state.head = -1;
+  sel.value = String(state.head);
+}
+
+async function onTrace(t) {
+  trace = t;
+  state.layer = fillSelect($("layer"), t.n_layers, state.layer);
+  fillHeads(t.n_heads);
+  if (!(state.from >= 0 && state.from <= t.grid[0] * t.grid[1])) state.from = 0;
+  await loadMatrix();
+}
+
+async function loadMatrix() {
+  if (!trace) return;
+  const my = seq.start();
+  const body = visionBody(state, { layer: state.layer, head: state.head >= 0 ? state.head : null });
+  const a = await api("/api/vision/attention", body);
+  if (seq.isStale(my)) return;
+  matrix = decodeArray(a.attention);
+  writeState(state);
+  draw();
+}
+
+function row(token) {
+  const N = matrix.shape[1];
+  return matrix.data.subarray(token * N, (token + 1) * N);
+}
+
+function draw() {
+  const t = trace;
+  const r = row(state.from);
+  const patches = r.slice(1);
+  const who = tokenName(t, state.from);
+  const which = state.head >= 0 ? `layer ${state.layer}, head ${state.head}` : `layer ${state.layer}, mean of ${t.n_heads} heads`;
+  $("overlay-caption").textContent =
+    `Attention from ${who}, ${which}. It keeps ${pct(r[0])} on CLS (not drawn on the picture); the colour scale runs to the largest patch.`;
+  const fig = pictureFigure(t, {
+    heat: toGrid(t, patches), opacity: state.opacity, selected: state.from - 1, valueName: "attention",
+    zmax: Math.max(1e-6, ...patches),
+  });
+  drawPicture($("image"), fig, { onClick: (i) => selectFrom(i + 1), trace: () => trace });
+  drawMatrix();
+}
+
+function drawMatrix() {
+  const t = trace;
+  const N = matrix.shape[0];
+  const labels = Array.from({ length: N }, (_, i) => (i === 0 ? "CLS" : `p${i - 1}`));
+  const heat = heatmapTrace(toNested(matrix), {
+    rowLabels: labels, colLabels: labels, rowName: "from", colName: "to", valueName: "attention", zmin: 0,
+  });
+  const every = Math.max(1, Math.ceil(N / 24)); // a readable number of ticks for 65 or 197 tokens
+  const ticks = labels.map((l, i) => (i % every === 0 ? l : ""));
+  const layout = baseLayout({
+    xaxis: labelAxis(ticks, { title: { text: "key: the token looked at" }, tickangle: -60 }),
+    yaxis: labelAxis(ticks, { title: { text: "query: the token looking" }, autorange: "reversed" }),
+    margin: { l: 70, r: 10, t: 10, b: 70 },
+    shapes: [{ type: "rect", x0: -0.5, x1: N - 0.5, y0: state.from - 0.5, y1: state.from + 0.5, line: { color: "#e4572e", width: 2 } }],
+  });
+  reactWithClick($("matrix"), [heat], layout, (p) => {
+    if (Number.isInteger(p.y)) selectFrom(p.y);
+  });
+}
+
+function selectFrom(token) {
+  state.from = token;
+  writeState(state);
+  draw();
+}
+
+function wire() {
+  for (const id of ["layer", "head"]) {
+    $(id).addEventListener("change", () => {
+      state[id] = Number($(id).value);
+      guarded(() => loadMatrix());
+    });
+  }
+  $("from-cls").addEventListener("click", () => selectFrom(0));
+  const op = $("opacity");
+  op.value = String(state.opacity);
+  $("opacity-out").textContent = op.value;
+  op.addEventListener("input", () => {
+    state.opacity = Number(op.value);
+    $("opacity-out").textContent = op.value;
+    writeState(state);
+    if (matrix) draw();
+  });
+}
+
+wire();
+initPicker(state, onTrace);

@@ -1,0 +1,91 @@
+// /vision/patches: the picture cut into patches; a hovered (or chosen) patch is followed in: its
+// pixels, flattened, then its patch embedding, position embedding and their sum.
+import { $, api, writeState, latestOnly, fillSelect, decodeArray, heatmapTrace, labelAxis, baseLayout, PLOT_CONFIG } from "./common.js";
+import { visionState, visionBody, initPicker, pictureFigure, drawPicture, patchName } from "./vision.js";
+
+const state = visionState({ patch: 0 });
+let trace = null;
+let shown = -1; // the patch drawn on the right
+const cache = new Map(); // patch -> /api/vision/patch answer, for this picture
+const seq = latestOnly();
+
+async function onTrace(t) {
+  trace = t;
+  cache.clear();
+  shown = -1;
+  state.patch = fillSelect($("patch"), t.grid[0] * t.grid[1], state.patch);
+  drawImage();
+  await showPatch(state.patch);
+}
+
+function drawImage() {
+  drawPicture($("image"), pictureFigure(trace, { selected: state.patch }), {
+    onHover: (i) => showPatch(i),
+    onClick: (i) => choose(i),
+    trace: () => trace,
+  });
+}
+
+function choose(i) {
+  state.patch = i;
+  $("patch").value = String(i);
+  writeState(state);
+  drawImage();
+  showPatch(i);
+}
+
+async function showPatch(i) {
+  if (!trace || i === shown) return;
+  const my = seq.start();
+  let p = cache.get(i);
+  if (!p) {
+    p = await api("/api/vision/patch", visionBody(state, { patch: i }));
+    cache.set(i, p);
+  }
+  if (seq.isStale(my)) return;
+  shown = i;
+  drawPatch(p);
+}
+
+function drawPatch(p) {
+  const t = trace;
+  const [H, W] = t.image_size;
+  const [ph, pw] = t.patch_size;
+  const x0 = p.col * pw, y0 = p.row * ph;
+  const dim = t.d_model;
+  $("patch-caption").textContent =
+    `${patchName(t, p.patch)}: ${ph}×${pw} pixels × 3 channels = ${3 * ph * pw} numbers → × a ${dim}×${3 * ph * pw} matrix → ${dim} numbers`;
+  // The patch itself: the same picture, zoomed to the patch.
+  Plotly.react($("patch-image"), [], baseLayout({
+    margin: { l: 10, r: 10, t: 10, b: 10 },
+    xaxis: { range: [x0, x0 + pw], visible: false, constrain: "domain" },
+    yaxis: { range: [y0 + ph, y0], visible: false, scaleanchor: "x", constrain: "domain" },
+    images: [{ source: t.image_url, xref: "x", yref: "y", x: 0, y: 0, sizex: W, sizey: H, sizing: "stretch", layer: "below" }],
+  }), { ...PLOT_CONFIG, staticPlot: true });
+  // Flattened: three rows (R, G, B) of p·p values, in the order the projection reads them.
+  const px = decodeArray(p.pixels);
+  const n = ph * pw;
+  const flat = [0, 1, 2].map((ch) => Array.from(px.data.subarray(ch * n, (ch + 1) * n)));
+  const channels = ["R", "G", "B"];
+  Plotly.react($("flat"), [heatmapTrace(flat, {
+    rowLabels: channels, rowName: "channel", colName: "pixel", valueName: "value", colorbar: false,
+  })], baseLayout({
+    xaxis: { title: { text: `pixel in the patch, row by row (0–${n - 1})` }, showgrid: false },
+    yaxis: labelAxis(channels, { autorange: "reversed" }),
+    margin: { l: 40, r: 10, t: 5, b: 45 },
+  }), PLOT_CONFIG);
+  const rows = ["patch embedding", "+ position", "= token"];
+  const vecs = [p.embedding, p.position, p.stream].map((a) => Array.from(decodeArray(a).data));
+  const lim = Math.max(...vecs.flat().map(Math.abs), 1e-6);
+  const heat = heatmapTrace(vecs, { rowLabels: rows, rowName: "", colName: "dimension", valueName: "value", zmin: -lim, zmax: lim });
+  heat.colorscale = "RdBu";
+  heat.reversescale = true;
+  Plotly.react($("embedding"), [heat], baseLayout({
+    xaxis: { title: { text: `dimension (0–${dim - 1})` }, showgrid: false },
+    yaxis: labelAxis(rows, { autorange: "reversed" }),
+    margin: { l: 120, r: 10, t: 5, b: 45 },
+  }), PLOT_CONFIG);
+}
+
+$("patch").addEventListener("change", () => choose(Number($("patch").value)));
+initPicker(state, onTrace);

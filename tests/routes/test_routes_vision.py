@@ -273,3 +273,26 @@ def test_any_vit_checkpoint_is_served(tiny_gpt2_dir, tiny_vit_dir):
         assert a.shape == (17, 17)
         r = upload(c, encoded(halves(300, 200), "PNG"))
         assert r.status_code == 200 and r.json()["original"]["width"] == 300
+
+
+def test_an_upload_never_touches_the_disk(vc, monkeypatch):
+    """Every way to write a file is booby-trapped while an upload is read, decoded and traced."""
+    import builtins
+    import os
+    import tempfile
+
+    def trap(*a, **k):
+        raise AssertionError(f"an upload tried to open a file: {a[:1]}")
+
+    for mod, name in ((builtins, "open"), (os, "open"), (io, "open"), (tempfile, "SpooledTemporaryFile"),
+                      (tempfile, "NamedTemporaryFile"), (tempfile, "TemporaryFile"), (tempfile, "mkstemp")):
+        monkeypatch.setattr(mod, name, trap)
+    r = upload(vc, encoded(halves(top=(0, 90, 200)), "JPEG", quality=90), "kept.jpg", "image/jpeg")
+    assert r.status_code == 200, r.text
+
+
+def test_openapi_documents_the_upload(vc):
+    spec = vc.get("/openapi.json").json()
+    assert "image/*" in spec["paths"]["/api/vision/upload"]["post"]["requestBody"]["content"]
+    assert {"/api/vision/trace", "/api/vision/attention", "/api/vision/rollout", "/api/vision/heads",
+            "/api/vision/patch", "/api/vision/gallery"} <= set(spec["paths"])

@@ -19,14 +19,17 @@ from __future__ import annotations
 import base64
 import hashlib
 import io
+import logging
 import random
 from dataclasses import dataclass
+from functools import lru_cache
 
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
 from app.shapes import random_scene, render
 
+log = logging.getLogger(__name__)
 FORMATS = {"PNG", "JPEG", "WEBP", "GIF"}
 WHITE = (255, 255, 255)
 ORIENTATION = 0x0112  # the EXIF tag
@@ -128,8 +131,8 @@ def png_data_url(pixels: np.ndarray, min_side: int = 256) -> str:
 
 # ---------------------------------------------------------------------------------------------
 # The gallery: seeded shape scenes (app/shapes.py), plus scikit-image's bundled photos when that
-# package is installed. glassbox does not depend on it (it brings scipy and more, ~100 MB, for a
-# few pictures); without it the gallery has scenes only.
+# package is installed (the optional extra glassbox[photos]: it brings scipy and more, ~100 MB, for
+# a few pictures); without it the gallery has scenes only.
 
 SCENES = {  # id -> (name, seed, objects, noise, distractors): in-domain first, then harder ones
     "scene-1": ("one shape", 11, 1, 0.0, 0),
@@ -155,17 +158,28 @@ def _skimage_data():
     return data
 
 
+@lru_cache(maxsize=len(PHOTOS))
+def _photo(gid: str) -> Image.Image | None:
+    """A sample photo, or None when scikit-image is missing or would have to download it (no internet)."""
+    data = _skimage_data()
+    if gid not in PHOTOS or data is None:
+        return None
+    try:
+        return to_rgb(Image.fromarray(getattr(data, PHOTOS[gid])()))
+    except Exception:  # noqa: BLE001 - a missing file, a pooch download refused offline: no photo
+        log.info("scikit-image photo %s is not available", PHOTOS[gid])
+        return None
+
+
 def gallery() -> list[dict]:
     """id, name, kind and caption of every gallery picture."""
     items = []
     for gid, (name, seed, n, noise, dots) in SCENES.items():
         scene = random_scene(random.Random(seed), n_objects=n, noise=noise, n_distractors=dots)
         items.append({"id": gid, "name": name, "kind": "scene", "caption": scene.caption()})
-    data = _skimage_data()
-    if data is not None:
-        for gid, fn in PHOTOS.items():
-            if hasattr(data, fn):
-                items.append({"id": gid, "name": fn, "kind": "photo", "caption": f"scikit-image sample photo “{fn}”"})
+    for gid, fn in PHOTOS.items():
+        if _photo(gid) is not None:
+            items.append({"id": gid, "name": fn, "kind": "photo", "caption": f"scikit-image sample photo “{fn}”"})
     return items
 
 
@@ -176,8 +190,7 @@ def gallery_picture(gid: str, size: int) -> Picture:
         scene = random_scene(random.Random(seed), n_objects=n, noise=noise, n_distractors=dots)
         img, _ = render(scene, max(size, 32), seed=seed)
         return Picture(image=img, name=scene.caption(), format="scene", width=img.size[0], height=img.size[1])
-    data = _skimage_data()
-    if gid in PHOTOS and data is not None and hasattr(data, PHOTOS[gid]):
-        img = to_rgb(Image.fromarray(getattr(data, PHOTOS[gid])()))
-        return Picture(image=img, name=PHOTOS[gid], format="photo", width=img.size[0], height=img.size[1])
-    raise KeyError(gid)
+    img = _photo(gid)
+    if img is None:
+        raise KeyError(gid)
+    return Picture(image=img, name=f"scikit-image sample photo “{PHOTOS[gid]}”", format="photo", width=img.size[0], height=img.size[1])

@@ -78,6 +78,7 @@ def test_attention_page_gallery_upload_and_click(page, live_server):
     from_patch = np.array(heat_of(page), dtype=float)
     np.testing.assert_allclose(from_patch, decode(want["attention"])[28, 1:].reshape(8, 8), atol=1e-3)
     assert "patch 27 (row 3, col 3)" in page.locator("#overlay-caption").inner_text()
+    assert page.input_value("#from") == "28"
 
     # a head instead of the mean
     page.select_option("#layer", "3")
@@ -131,6 +132,12 @@ def test_rollout_slider(page, live_server):
     np.testing.assert_allclose(np.array(first, dtype=float), r[0, 1:].reshape(8, 8), atol=1e-3)
     np.testing.assert_allclose(np.array(last, dtype=float), r[3, 1:].reshape(8, 8), atol=1e-3)
     assert "after layer 0" in page.locator("#rollout-caption").inner_text()
+    # follow a patch instead of CLS, from the keyboard-reachable select
+    page.select_option("#from", "10")
+    page.wait_for_url(re.compile(r"from=10"))
+    sync_expect_text(page, "#rollout-caption", "patch 9 (row 1, col 1)")
+    p = decode(api(live_server, "/api/vision/rollout", {"image": "scene-3", "source": 10}).json()["rollout"])
+    np.testing.assert_allclose(np.array(heat_of(page), dtype=float), p[0, 1:].reshape(8, 8), atol=1e-3)
     # keyboard: the slider steps with the arrow keys
     page.focus("#step")
     page.keyboard.press("ArrowRight")

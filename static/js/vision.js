@@ -148,6 +148,24 @@ export function tokenName(t, token) {
   return token === 0 ? "CLS" : patchName(t, token - 1);
 }
 
+/** Fill the #from select with CLS and every patch; returns the clamped token. */
+export function fillFrom(t, token) {
+  const sel = $("from");
+  const n = 1 + t.grid[0] * t.grid[1];
+  if (sel.options.length !== n) {
+    sel.replaceChildren();
+    for (let i = 0; i < n; i++) {
+      const o = document.createElement("option");
+      o.value = String(i);
+      o.textContent = tokenName(t, i);
+      sel.append(o);
+    }
+  }
+  const v = token >= 0 && token < n ? token : 0;
+  sel.value = String(v);
+  return v;
+}
+
 /** The patch under a Plotly point of the picture figure (its x, y are pixels), or -1. */
 export function patchAt(t, p) {
   const [ph, pw] = t.patch_size;
@@ -190,8 +208,8 @@ export function pictureFigure(t, { heat = null, opacity = 0.6, selected = -1, va
   };
   if (heat && zmax !== undefined) trace.zmax = zmax;
   const shapes = [];
-  for (let c = 1; c < cols; c++) shapes.push({ type: "line", x0: c * pw, x1: c * pw, y0: 0, y1: H, line: { color: "rgba(255,255,255,0.7)", width: 1 } });
-  for (let r = 1; r < rows; r++) shapes.push({ type: "line", x0: 0, x1: W, y0: r * ph, y1: r * ph, line: { color: "rgba(255,255,255,0.7)", width: 1 } });
+  for (let c = 1; c < cols; c++) shapes.push({ type: "line", x0: c * pw, x1: c * pw, y0: 0, y1: H, line: { color: "rgba(60,60,60,0.35)", width: 1 } });
+  for (let r = 1; r < rows; r++) shapes.push({ type: "line", x0: 0, x1: W, y0: r * ph, y1: r * ph, line: { color: "rgba(60,60,60,0.35)", width: 1 } });
   if (selected >= 0) {
     const r = Math.floor(selected / cols), c = selected % cols;
     shapes.push({ type: "rect", x0: c * pw, x1: (c + 1) * pw, y0: r * ph, y1: (r + 1) * ph, line: { color: "#e4572e", width: 3 } });

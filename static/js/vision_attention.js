@@ -1,7 +1,7 @@
 // /vision/attention: one layer's attention (a head, or the mean of heads) from CLS or a clicked patch,
 // drawn over the picture, with the raw [1+P, 1+P] matrix beside it.
 import { $, api, writeState, latestOnly, guarded, fillSelect, decodeArray, toNested, heatmapTrace, labelAxis, baseLayout, reactWithClick, pct } from "./common.js";
-import { visionState, visionBody, initPicker, pictureFigure, drawPicture, toGrid, tokenName } from "./vision.js";
+import { visionState, visionBody, initPicker, pictureFigure, drawPicture, toGrid, tokenName, fillFrom } from "./vision.js";
 
 // head -1: the mean of the layer's heads. from: 0 is CLS, 1 + i is patch i.
 const state = visionState({ layer: 0, head: -1, from: 0, opacity: 0.6 });
@@ -32,7 +32,7 @@ async function onTrace(t) {
   trace = t;
   state.layer = fillSelect($("layer"), t.n_layers, state.layer);
   fillHeads(t.n_heads);
-  if (!(state.from >= 0 && state.from <= t.grid[0] * t.grid[1])) state.from = 0;
+  state.from = fillFrom(t, state.from);
   await loadMatrix();
 }
 
@@ -90,6 +90,7 @@ function drawMatrix() {
 
 function selectFrom(token) {
   state.from = token;
+  $("from").value = String(token);
   writeState(state);
   draw();
 }
@@ -102,6 +103,7 @@ function wire() {
     });
   }
   $("from-cls").addEventListener("click", () => selectFrom(0));
+  $("from").addEventListener("change", () => selectFrom(Number($("from").value)));
   const op = $("opacity");
   op.value = String(state.opacity);
   $("opacity-out").textContent = op.value;

@@ -1,7 +1,7 @@
 // /vision/rollout: attention rollout of CLS (or a clicked patch) after each layer; a slider steps
 // through the layers without asking the server again.
 import { $, api, writeState, latestOnly, decodeArray, baseLayout, PLOT_CONFIG, plotlyText, pct } from "./common.js";
-import { visionState, visionBody, initPicker, pictureFigure, drawPicture, toGrid, tokenName } from "./vision.js";
+import { visionState, visionBody, initPicker, pictureFigure, drawPicture, toGrid, tokenName, fillFrom } from "./vision.js";
 
 const state = visionState({ step: -1, from: 0 }); // step -1: the last layer
 let trace = null;
@@ -14,7 +14,7 @@ async function onTrace(t) {
   slider.max = String(t.n_layers - 1);
   if (!(state.step >= 0 && state.step < t.n_layers)) state.step = t.n_layers - 1;
   slider.value = String(state.step);
-  if (!(state.from >= 0 && state.from <= t.grid[0] * t.grid[1])) state.from = 0;
+  state.from = fillFrom(t, state.from);
   await loadRollout();
 }
 
@@ -42,7 +42,7 @@ function draw() {
   const fig = pictureFigure(t, {
     heat: toGrid(t, patches), selected: state.from - 1, valueName: "rollout", zmax: Math.max(1e-6, ...patches),
   });
-  drawPicture($("image"), fig, { onClick: selectFrom, trace: () => trace });
+  drawPicture($("image"), fig, { onClick: (i) => selectFrom(i + 1), trace: () => trace });
   const L = rollout.shape[0];
   const self = Array.from({ length: L }, (_, l) => rowAt(l)[state.from]);
   const bars = {
@@ -57,8 +57,9 @@ function draw() {
   }), PLOT_CONFIG);
 }
 
-function selectFrom(i) {
-  state.from = i + 1;
+function selectFrom(token) {
+  state.from = token;
+  $("from").value = String(token);
   loadRollout();
 }
 
@@ -68,10 +69,8 @@ function wire() {
     writeState(state);
     if (rollout) draw();
   });
-  $("from-cls").addEventListener("click", () => {
-    state.from = 0;
-    loadRollout();
-  });
+  $("from-cls").addEventListener("click", () => selectFrom(0));
+  $("from").addEventListener("change", () => selectFrom(Number($("from").value)));
 }
 
 wire();

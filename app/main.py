@@ -17,8 +17,9 @@ from fastapi.staticfiles import StaticFiles
 from app import schemas
 from app.registry import load_registry
 from app.routes import vision
-from app.routes import pages, text
-from app.runs import Busy, Runner
+from app.capture import diffusion as diffusion_capture
+from app.routes import diffusion, pages, text
+from app.runs import Busy, Runner, StreamRunner
 from app.settings import ROOT, Settings, get_settings
 
 # Plotly.js from the installed plotly package: no CDN, so a classroom works offline.
@@ -55,6 +56,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     )
     app.state.settings = settings
     app.state.runner = Runner(settings.max_concurrent_runs, settings.max_queued_runs, settings.trace_cache_bytes)
+    app.state.streams = StreamRunner(settings.max_concurrent_diffusion, settings.max_queued_diffusion, settings.diffusion_cache_bytes)
 
     @app.middleware("http")
     async def security_headers(request: Request, call_next):
@@ -87,8 +89,13 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         )
 
     @app.get("/healthz", include_in_schema=False)
-    async def healthz():
-        return {"ok": True}
+    async def healthz(request: Request):
+        runner, streams = request.app.state.runner, request.app.state.streams
+        return {
+            "ok": True,
+            "text_runs": {"pending": runner.pending, "computed": runner.computed, "cached": len(runner.cache)},
+            "diffusion_runs": {"pending": streams.pending, "computed": streams.computed, "cached": len(streams.cache)},
+        }
 
     @app.get("/static/vendor/plotly.min.js", include_in_schema=False)
     async def plotly_js():
@@ -126,12 +133,28 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                     card_url=f"/models/{tm.name}/card" if tm.card_path else None,
                 )
                 for tm in reg.text.values()
-            ]
+            ],
+            diffusion=[
+                schemas.DiffusionModelOut(
+                    name=dm.name,
+                    source=dm.source,
+                    params=dm.n_params,
+                    image_size=dm.image_size,
+                    latent_size=dm.pipe.unet.config.sample_size,
+                    max_tokens=dm.pipe.tokenizer.model_max_length,
+                    schedulers=list(diffusion_capture.SCHEDULERS),
+                    cross_attention_layers=diffusion_capture.attention_layers(dm.pipe.unet),
+                    self_attention_layers=diffusion_capture.attention_layers(dm.pipe.unet, cross=False),
+                    card_url=f"/models/{dm.name}/card" if dm.card_path else None,
+                )
+                for dm in reg.diffusion.values()
+            ],
         )
 
     @app.get("/models/{name}/card", response_class=PlainTextResponse, include_in_schema=False)
     async def model_card(name: str, request: Request):
-        tm = request.app.state.registry.text.get(name)
+        reg = request.app.state.registry
+        tm = reg.text.get(name) or reg.diffusion.get(name)
         tm = tm or request.app.state.registry.vision.get(name)
         if tm is None or tm.card_path is None:
             raise HTTPException(404, f"No model card for {name!r}.")
@@ -151,6 +174,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.mount("/static", StaticFiles(directory=ROOT / "static"), name="static")
     app.include_router(text.router)
     app.include_router(vision.router)
+    app.include_router(diffusion.router)
     app.include_router(pages.router)
     return app
 

@@ -7,6 +7,7 @@ configured here: no path or Hub id ever comes from a request.
 from __future__ import annotations
 
 import logging
+import threading
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -37,6 +38,23 @@ class TextModel:
 
 
 @dataclass
+class DiffusionModel:
+    name: str
+    source: str
+    pipe: object  # diffusers.StableDiffusionPipeline, shared: runs on it are serialised (processors are module state)
+    card_path: Path | None = None
+    lock: threading.Lock = field(default_factory=threading.Lock)
+
+    @property
+    def image_size(self) -> int:
+        return self.pipe.unet.config.sample_size * self.pipe.vae_scale_factor
+
+    @property
+    def n_params(self) -> int:
+        return sum(p.numel() for m in (self.pipe.unet, self.pipe.vae, self.pipe.text_encoder) for p in m.parameters())
+
+
+@dataclass
 class VisionModel:
     name: str
     source: str
@@ -62,6 +80,17 @@ class VisionModel:
 class Registry:
     text: dict[str, TextModel] = field(default_factory=dict)
     vision: dict[str, VisionModel] = field(default_factory=dict)
+    diffusion: dict[str, DiffusionModel] = field(default_factory=dict)
+
+    def diffusion_model(self, name: str | None) -> DiffusionModel:
+        if not self.diffusion:
+            raise KeyError("This server runs no Stable Diffusion model (start it with --sd NAME_OR_PATH).")
+        if name is None:
+            return next(iter(self.diffusion.values()))
+        try:
+            return self.diffusion[name]
+        except KeyError:
+            raise KeyError(f"Unknown model {name!r}; this server has: {', '.join(self.diffusion)}") from None
 
     def vision_model(self, name: str | None) -> VisionModel:
         if not self.vision:
@@ -113,6 +142,30 @@ def load_gpt2(name_or_path: str) -> TextModel:
     return TextModel(name=name, source=name_or_path, model=model, tokenizer=tokenizer, card_path=card)
 
 
+def load_sd(name_or_path: str, device: str = "auto") -> DiffusionModel:
+    """Any Stable Diffusion 1.x pipeline folder or Hub id (unet, vae, text_encoder, tokenizer,
+    scheduler), without a safety checker. float16 on a GPU, float32 on the CPU."""
+    from diffusers import StableDiffusionPipeline
+
+    path = Path(name_or_path)
+    local = path.exists() or name_or_path.startswith((".", "/"))
+    if local:
+        _check_folder(path, ["model_index.json", "unet", "vae", "text_encoder", "tokenizer", "scheduler"])
+    if device == "auto":
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+    dtype = torch.float16 if device == "cuda" else torch.float32
+    try:
+        pipe = StableDiffusionPipeline.from_pretrained(
+            name_or_path, safety_checker=None, requires_safety_checker=False, use_safetensors=True, torch_dtype=dtype
+        ).to(device)
+    except (OSError, ValueError, TypeError) as e:
+        raise ModelLoadError(f"could not load Stable Diffusion pipeline {name_or_path!r}: {str(e).splitlines()[0]}") from e
+    name = path.name if local else name_or_path
+    card = path / "README.md" if local and (path / "README.md").exists() else None
+    log.info("loaded %s from %s on %s", name, name_or_path, device)
+    return DiffusionModel(name=name, source=name_or_path, pipe=pipe, card_path=card)
+
+
 def load_vit(name_or_path: str) -> VisionModel:
     """Any ViTForImageClassification checkpoint (google/vit-base-patch16-224, models/vit-shapes) with
     its image processor. Eager attention, because the fused (SDPA) kernels return no attention
@@ -146,4 +199,9 @@ def load_registry(settings) -> Registry:
     if settings.vit:
         vm = load_vit(settings.vit)
         reg.vision[vm.name] = vm
+    default_sd = type(settings).model_fields["sd"].default
+    # The shipped SD folder is optional until it is committed; a folder the user names is not.
+    if settings.sd and (settings.sd != default_sd or Path(default_sd).exists()):
+        dm = load_sd(settings.sd, settings.device)
+        reg.diffusion[dm.name] = dm
     return reg

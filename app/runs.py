@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import threading
 from collections import OrderedDict
 from collections.abc import Callable, Hashable
 from typing import Any
@@ -82,3 +83,73 @@ class Runner:
         finally:
             self.pending -= 1
             del self._inflight[key]
+
+
+class LiveRun:
+    """One streamed run: the worker thread appends step events; every page watching it reads them
+    from the start (a late follower replays what it missed). Cancelled when its last watcher leaves."""
+
+    def __init__(self, key: Hashable, head: dict):
+        self.key = key
+        self.head = head  # what the page needs before the first step (tokens, notices)
+        self.events: list[dict] = []
+        self.done = False
+        self.error: str | None = None
+        self.watchers = 0
+        self.cancel = threading.Event()
+        self.result: Any = None
+
+
+class StreamRunner:
+    """Streamed runs (diffusion): at most max_concurrent computing, max_queued waiting, then Busy.
+    A finished run stays in a byte-bounded cache; asking again replays it without computing."""
+
+    def __init__(self, max_concurrent: int, max_queued: int, cache_bytes: int):
+        self.max_concurrent, self.max_queued = max_concurrent, max_queued
+        self.cache = TraceCache(cache_bytes)
+        self._slots = asyncio.Semaphore(max_concurrent)
+        self._live: dict[Hashable, LiveRun] = {}
+        self._tasks: set[asyncio.Task] = set()
+        self.pending = 0
+        self.computed = 0
+
+    def start(self, key: Hashable, head: dict, work: Callable[[LiveRun], Any], nbytes: Callable[[Any], int],
+              replay: Callable[[Any], list[dict]]) -> LiveRun:
+        """work(run) computes in a thread, appending to run.events and polling run.cancel; its return
+        value is cached. replay(result) rebuilds the events of a cached result."""
+        hit = self.cache.get(key)
+        if hit is not None:
+            run = LiveRun(key, head)
+            run.events, run.result, run.done = replay(hit), hit, True
+            return run
+        if key in self._live and not self._live[key].cancel.is_set():
+            return self._live[key]
+        if self.pending >= self.max_concurrent + self.max_queued:
+            raise Busy(f"{self.pending} runs are already waiting")
+        run = LiveRun(key, head)
+        self._live[key] = run
+        self.pending += 1
+        task = asyncio.get_running_loop().create_task(self._drive(run, work, nbytes))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+        return run
+
+    async def _drive(self, run: LiveRun, work, nbytes) -> None:
+        try:
+            async with self._slots:
+                if run.cancel.is_set():
+                    run.error = "cancelled"
+                    return
+                result = await asyncio.to_thread(work, run)
+            self.computed += 1
+            self.cache.put(run.key, result, nbytes(result))
+            run.result = result
+        except Exception as e:  # noqa: BLE001 - reported to the page, the server goes on
+            run.error = "cancelled" if run.cancel.is_set() else f"{type(e).__name__}: {e}"
+            if not run.cancel.is_set():
+                log.exception("streamed run %s failed", run.key)
+        finally:
+            run.done = True
+            self.pending -= 1
+            if self._live.get(run.key) is run:
+                del self._live[run.key]

@@ -57,6 +57,7 @@ class TextModelOut(BaseModel):
 class ModelsOut(BaseModel):
     text: list[TextModelOut]
     vision: list[VisionModelOut] = []
+    diffusion: list[DiffusionModelOut] = []
 
 
 class TraceOut(BaseModel):
@@ -228,3 +229,67 @@ class PatchOut(BaseModel):
 class ErrorOut(BaseModel):
     error: str
     detail: str
+
+
+# --- Stable Diffusion -------------------------------------------------------------------------
+
+PROMPT_LIMIT = 1_000  # characters; the tokenizer's own limit truncates further, and the page says so
+
+
+class DiffusionIn(BaseModel):
+    prompt: str = Field(max_length=PROMPT_LIMIT, description="What to draw; empty draws unconditionally.")
+    negative: str = Field("", max_length=PROMPT_LIMIT, description="The negative prompt (guidance pushes away from it).")
+    seed: int = Field(0, ge=0, le=2**32 - 1)
+    steps: int = Field(20, ge=1, le=100, description="Denoising steps, 1–100.")
+    guidance: float = Field(5.0, ge=0, le=30, allow_inf_nan=False, description="Classifier-free guidance scale, 0–30.")
+    scheduler: str = Field("default", description="default (the model's own), ddim, pndm, euler, euler_ancestral, dpm_multistep, ddpm.")
+    model: str | None = Field(None, description="A served diffusion model's name; default: the first.")
+
+
+class DiffusionLayersIn(DiffusionIn):
+    step: int = Field(ge=0, description="Step index, from 0.")
+
+
+class RunsIn(BaseModel):
+    runs: list[DiffusionIn] = Field(min_length=1, max_length=8)
+
+
+class ForwardIn(BaseModel):
+    t: int = Field(ge=0, le=999, description="Timestep of the forward (noising) process.")
+    scene: int = Field(0, ge=0, le=10_000, description="Which drawn scene to noise.")
+    seed: int = Field(0, ge=0, le=2**32 - 1, description="Seed of the added noise.")
+    model: str | None = None
+
+
+class ForwardOut(BaseModel):
+    caption: str
+    t: int
+    alpha_bar: float
+    image: str  # PNG data URL: the clean scene
+    reconstruction: str  # PNG: encode -> decode through the VAE
+    noisy: str  # PNG: the noised latent decoded
+    noisy_pixels: str  # PNG: the same noise schedule applied to pixels, for comparison
+    latent: Array  # [4, h, w]
+    noisy_latent: Array  # [4, h, w]
+
+
+class PathsOut(BaseModel):
+    points: list[list[list[float]]]  # [run][step] -> (pc1, pc2)
+    explained: list[float]  # variance share of the two components
+    labels: list[str]
+
+
+class DiffusionModelOut(BaseModel):
+    name: str
+    source: str
+    params: int
+    image_size: int
+    latent_size: int
+    max_tokens: int
+    schedulers: list[str]
+    cross_attention_layers: list[str]
+    self_attention_layers: list[str]
+    card_url: str | None
+
+
+ModelsOut.model_rebuild()  # DiffusionModelOut is defined after it

@@ -18,6 +18,8 @@ class Settings(BaseSettings):
     # Models served. A Hub id ("gpt2", "distilgpt2") or a local folder; safetensors only.
     gpt2: str = str(ROOT / "models" / "gpt2-tinystories")
     vit: str = str(ROOT / "models" / "vit-shapes")  # empty: serve no ViT
+    sd: str = str(ROOT / "models" / "sd-shapes")  # empty: serve no diffusion model
+    device: str = "auto"  # where Stable Diffusion runs: auto (a GPU if there is one), cpu, cuda
 
     # Where training reads its corpora (TinyStories lives in ../shared/data).
     data_dir: Path = ROOT.parent / "shared" / "data"
@@ -33,6 +35,10 @@ class Settings(BaseSettings):
     max_concurrent_runs: int = 2  # model runs at once; beyond the queue -> 503
     max_queued_runs: int = 16
     retry_after_s: int = 2
+    max_concurrent_diffusion: int = 1  # denoising runs at once (one shared UNet: one on the CPU)
+    max_queued_diffusion: int = 4
+    diffusion_cache_bytes: int = 512 * 2**20  # finished runs, by their array bytes
+    max_diffusion_steps: int = 100
     torch_threads: int = 0  # 0: let torch decide
 
 

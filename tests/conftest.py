@@ -18,6 +18,49 @@ from app.main import create_app
 from app.settings import ROOT, Settings
 
 SHIPPED_GPT2 = ROOT / "models" / "gpt2-tinystories"
+SHIPPED_SD = ROOT / "models" / "sd-shapes"
+
+
+def build_tiny_sd(out: Path) -> Path:
+    """A random Stable Diffusion 1.x pipeline, as small as it gets (32 px, 16 × 16 latents, PNDM as
+    SD 1.x ships), saved as safetensors: loaded through the same code as a Hub id."""
+    import torch
+    from diffusers import AutoencoderKL, PNDMScheduler, StableDiffusionPipeline, UNet2DConditionModel
+    from transformers import CLIPTextConfig, CLIPTextModel
+
+    from app.training.sd import Recipe, build_tokenizer
+
+    torch.manual_seed(0)
+    tok = build_tokenizer(Recipe(max_length=12), out / "tok-build")
+    unet = UNet2DConditionModel(
+        sample_size=16, in_channels=4, out_channels=4, layers_per_block=1, block_out_channels=(16, 32), norm_num_groups=8,
+        down_block_types=("CrossAttnDownBlock2D", "DownBlock2D"), up_block_types=("UpBlock2D", "CrossAttnUpBlock2D"),
+        cross_attention_dim=32, attention_head_dim=2,
+    )
+    vae = AutoencoderKL(
+        block_out_channels=(16, 32), norm_num_groups=8, latent_channels=4, layers_per_block=1,
+        down_block_types=("DownEncoderBlock2D",) * 2, up_block_types=("UpDecoderBlock2D",) * 2,
+    )
+    te = CLIPTextModel(CLIPTextConfig(
+        vocab_size=len(tok), hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=2,
+        max_position_embeddings=12, bos_token_id=tok.bos_token_id, eos_token_id=tok.eos_token_id, pad_token_id=tok.pad_token_id,
+    ))
+    sched = PNDMScheduler(beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear", skip_prk_steps=True)
+    pipe = StableDiffusionPipeline(vae=vae, text_encoder=te, tokenizer=tok, unet=unet, scheduler=sched,
+                                   safety_checker=None, feature_extractor=None, requires_safety_checker=False)
+    pipe.save_pretrained(out / "pipe", safe_serialization=True)
+    return out / "pipe"
+
+
+@pytest.fixture(scope="session")
+def tiny_sd_dir(tmp_path_factory) -> Path:
+    return build_tiny_sd(tmp_path_factory.mktemp("tiny-sd"))
+
+
+@pytest.fixture(scope="session")
+def sd_dir(tiny_sd_dir) -> Path:
+    """The shipped pipeline once it exists, else the tiny random one (the tests check mechanics, not looks)."""
+    return SHIPPED_SD if (SHIPPED_SD / "model_index.json").exists() else tiny_sd_dir
 
 
 @pytest.fixture(scope="session")
@@ -41,13 +84,19 @@ def tiny_gpt2_dir(tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="session")
 def client():
-    with TestClient(create_app(Settings(gpt2=str(SHIPPED_GPT2)))) as c:
+    with TestClient(create_app(Settings(gpt2=str(SHIPPED_GPT2), sd=""))) as c:
         yield c
 
 
 @pytest.fixture(scope="session")
 def tiny_client(tiny_gpt2_dir):
-    with TestClient(create_app(Settings(gpt2=str(tiny_gpt2_dir)))) as c:
+    with TestClient(create_app(Settings(gpt2=str(tiny_gpt2_dir), sd=""))) as c:
+        yield c
+
+
+@pytest.fixture(scope="session")
+def sd_client(tiny_gpt2_dir, tiny_sd_dir):
+    with TestClient(create_app(Settings(gpt2=str(tiny_gpt2_dir), sd=str(tiny_sd_dir)))) as c:
         yield c
 
 
@@ -81,10 +130,10 @@ def free_port() -> int:
 
 
 @pytest.fixture(scope="session")
-def live_server():
+def live_server(sd_dir):
     """The real server in its own process, as `glassbox serve` runs it."""
     port = free_port()
-    env = {**os.environ, "GLASSBOX_PORT": str(port), "GLASSBOX_GPT2": str(SHIPPED_GPT2)}
+    env = {**os.environ, "GLASSBOX_PORT": str(port), "GLASSBOX_GPT2": str(SHIPPED_GPT2), "GLASSBOX_SD": str(sd_dir)}
     proc = subprocess.Popen([sys.executable, "-m", "app", "serve"], cwd=ROOT, env=env)
     base = f"http://127.0.0.1:{port}"
     deadline = time.time() + 90

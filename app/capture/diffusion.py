@@ -64,22 +64,225 @@ class RecordingProcessor:
         return out / attn.rescale_output_factor
 
 
-def cross_attention_layers(unet) -> list[str]:
-    """Names of the UNet's cross-attention layers (attn2 of each transformer block), in forward order."""
-    return [name for name in unet.attn_processors if name.endswith("attn2.processor")]
+def attention_layers(unet, cross: bool = True) -> list[str]:
+    """Names of the UNet's cross-attention (attn2) or self-attention (attn1) layers, in forward order."""
+    kind = "attn2" if cross else "attn1"
+    return [n.removesuffix(".processor") for n in unet.attn_processors if n.endswith(f"{kind}.processor")]
 
 
 @contextmanager
-def recording(unet, *, self_attn: bool = False, detach: bool = True) -> Iterator[dict[str, list[torch.Tensor]]]:
-    """Install recording processors on every attention layer; restore the previous ones on exit,
-    whether the run finished or raised (the same promise as hooks.hooked)."""
+def recording(unet, *, self_attn_layer: str | None = None, detach: bool = True) -> Iterator[dict[str, list[torch.Tensor]]]:
+    """Install recording processors on every attention layer (cross-attention recorded everywhere,
+    self-attention only for `self_attn_layer`); restore the previous processors on exit, whether
+    the run finished or raised (the same promise as hooks.hooked)."""
     previous = unet.attn_processors
     sink: dict[str, list[torch.Tensor]] = {}
     unet.set_attn_processor({
-        name: RecordingProcessor(name.removesuffix(".processor"), sink, self_attn=self_attn, detach=detach)
+        name: RecordingProcessor(name.removesuffix(".processor"), sink, detach=detach,
+                                 self_attn=name.removesuffix(".processor") == self_attn_layer)
         for name in previous
     })
     try:
         yield sink
     finally:
         unet.set_attn_processor(previous)
+
+
+# ---------------------------------------------------------------------------------------------
+# A whole run: every denoising step, recorded while the pipeline itself runs.
+
+import math  # noqa: E402
+from dataclasses import dataclass, field  # noqa: E402
+
+import numpy as np  # noqa: E402
+import torch.nn.functional as F  # noqa: E402
+
+from app.capture.hooks import hooked  # noqa: E402
+
+SCHEDULERS = {
+    "default": None,  # the pipeline's own scheduler, as it was saved
+    "ddim": "DDIMScheduler",
+    "pndm": "PNDMScheduler",
+    "euler": "EulerDiscreteScheduler",
+    "euler_ancestral": "EulerAncestralDiscreteScheduler",
+    "dpm_multistep": "DPMSolverMultistepScheduler",
+    "ddpm": "DDPMScheduler",
+}
+
+
+class Cancelled(Exception):
+    """The page that asked for the run went away: stop at the next step."""
+
+
+@dataclass(frozen=True)
+class Request:
+    prompt: str
+    negative: str = ""
+    seed: int = 0
+    steps: int = 20
+    guidance: float = 5.0
+    scheduler: str = "default"
+
+
+@dataclass
+class Step:
+    index: int
+    timestep: float
+    latent: np.ndarray  # [4, h, w] the latent after this step (x_{t-1}); the last one is the final image's
+    model_input: np.ndarray  # [4, h, w] what the UNet saw (x_t, scaled by the scheduler)
+    noise_cond: np.ndarray  # [4, h, w] ε predicted with the prompt
+    noise_uncond: np.ndarray  # [4, h, w] ... with the negative (empty) prompt; = noise_cond without guidance
+    noise: np.ndarray  # [4, h, w] the guided mix the scheduler used
+    x0: np.ndarray  # [4, h, w] predicted clean latent, (x_t − √(1−ᾱ)·ε) / √ᾱ
+    preview: np.ndarray  # [H, W, 3] uint8 decode of `latent`
+    preview_x0: np.ndarray  # [H, W, 3] uint8 decode of `x0`
+    words: np.ndarray  # [T, h, w] cross-attention per prompt token: mean of layers and heads, at the latent size
+    layers: dict[str, np.ndarray] = field(default_factory=dict)  # raw per layer [heads, h_l·w_l, T] float16
+    self_attn: np.ndarray | None = None  # [heads, h·w, h·w] of the layer asked for, on request only
+
+    @property
+    def nbytes(self) -> int:
+        arrays = [self.latent, self.model_input, self.noise_cond, self.noise_uncond, self.noise, self.x0,
+                  self.preview, self.preview_x0, self.words, *self.layers.values()]
+        return sum(a.nbytes for a in arrays) + (self.self_attn.nbytes if self.self_attn is not None else 0)
+
+
+@dataclass
+class Trace:
+    model: str
+    request: Request
+    tokens: list[str]  # the prompt's tokens as the text encoder sees them: start, words, end, padding
+    n_tokens: int  # start + words + end; the rest is padding
+    truncated: bool  # the prompt was longer than the tokenizer's limit
+    image_size: int
+    latent_size: int
+    scaling_factor: float
+    steps: list[Step] = field(default_factory=list)
+    image: np.ndarray | None = None  # [H, W, 3] uint8, the pipeline's own output
+
+    @property
+    def nbytes(self) -> int:
+        return sum(s.nbytes for s in self.steps) + (self.image.nbytes if self.image is not None else 0)
+
+
+def make_scheduler(pipe, name: str):
+    import diffusers
+
+    if name not in SCHEDULERS:
+        raise ValueError(f"unknown scheduler {name!r}; choose one of {', '.join(SCHEDULERS)}")
+    if SCHEDULERS[name] is None:
+        return type(pipe.scheduler).from_config(pipe.scheduler.config)
+    extra = {}
+    if name == "ddim" and "clip_sample" not in pipe.scheduler.config:
+        # DDIM's defaults clip x̂₀ to [-1, 1], which is right for pixels and wrong for latents (pitfall 5)
+        extra = {"clip_sample": False, "set_alpha_to_one": False, "steps_offset": 1}
+    return getattr(diffusers, SCHEDULERS[name]).from_config(pipe.scheduler.config, **extra)
+
+
+def tokens_of(tokenizer, prompt: str) -> tuple[list[str], int, bool]:
+    """The tokens the text encoder sees (as readable words), how many are not padding, and whether
+    the prompt was cut to the tokenizer's limit."""
+    limit = tokenizer.model_max_length
+    full = tokenizer(prompt, truncation=False)["input_ids"]
+    ids = tokenizer(prompt, padding="max_length", max_length=limit, truncation=True)["input_ids"]
+    words = [tokenizer.convert_tokens_to_string([t]).replace("</w>", "").strip() for t in tokenizer.convert_ids_to_tokens(ids)]
+    n = min(len(full), limit)
+    return words, n, len(full) > limit
+
+
+def to_uint8(images: torch.Tensor) -> np.ndarray:
+    """VAE output in [-1, 1], [n, 3, H, W] -> uint8 [n, H, W, 3], as the pipeline's postprocess does."""
+    return (images / 2 + 0.5).clamp(0, 1).permute(0, 2, 3, 1).mul(255).round().to(torch.uint8).cpu().numpy()
+
+
+def alpha_bar(scheduler, t) -> float:
+    """ᾱ_t of the training schedule at (possibly fractional) timestep t, for x̂₀."""
+    ac = scheduler.alphas_cumprod
+    t = float(t)
+    lo, hi = int(math.floor(t)), min(int(math.ceil(t)), len(ac) - 1)
+    w = t - lo
+    return float(ac[lo] * (1 - w) + ac[hi] * w)
+
+
+def word_maps(layer_maps: list[torch.Tensor], side: int) -> torch.Tensor:
+    """DAAM's aggregation: each layer's [batch, heads, pixels, T] -> mean of heads -> upsampled to
+    side × side -> mean of layers. Returns [batch, T, side, side]; each pixel still sums to 1 over T."""
+    acc = None
+    for m in layer_maps:
+        b, _, p, t = m.shape
+        s = int(math.isqrt(p))
+        grid = m.float().mean(1).transpose(1, 2).reshape(b, t, s, s)
+        up = F.interpolate(grid, size=(side, side), mode="bilinear", align_corners=False) if s != side else grid
+        acc = up if acc is None else acc + up
+    return acc / len(layer_maps)
+
+
+@torch.no_grad()
+def run(dm, req: Request, *, on_step=None, cancelled=lambda: False, self_attn_layer: str | None = None,
+        previews: bool = True, keep_layers: bool = True) -> Trace:
+    """Run the pipeline as it is, recording every step. on_step(trace, step) is called as each step
+    is done (for streaming); cancelled() is polled once per step and stops the run with Cancelled."""
+    pipe = dm.pipe
+    scheduler = make_scheduler(pipe, req.scheduler)
+    run_pipe = type(pipe)(**{**pipe.components, "scheduler": scheduler})  # shares the modules, not the scheduler state
+    run_pipe.set_progress_bar_config(disable=True)
+    unet, vae = pipe.unet, pipe.vae
+    tokens, n_tokens, truncated = tokens_of(pipe.tokenizer, req.prompt)
+    latent_size = unet.config.sample_size
+    trace = Trace(model=dm.name, request=req, tokens=tokens, n_tokens=n_tokens, truncated=truncated,
+                  image_size=latent_size * pipe.vae_scale_factor, latent_size=latent_size,
+                  scaling_factor=float(vae.config.scaling_factor))
+    cross_layers = attention_layers(unet)
+    if self_attn_layer is not None and self_attn_layer not in attention_layers(unet, cross=False):
+        raise ValueError(f"no self-attention layer {self_attn_layer!r}")
+    guided = req.guidance > 1.0  # the pipeline skips the unconditional branch at guidance <= 1
+    pending: dict[str, torch.Tensor] = {}
+
+    def unet_out(module, args, kwargs, output):
+        pending["input"], pending["t"] = args[0] if args else kwargs["sample"], args[1] if len(args) > 1 else kwargs["timestep"]
+        pending["noise"] = output[0] if isinstance(output, tuple) else output.sample
+
+    def step_end(p, i, t, kw):
+        if cancelled():
+            raise Cancelled()
+        x_in, eps = pending["input"].float(), pending["noise"].float()
+        if guided:
+            (in_u, in_c), (eps_u, eps_c) = x_in.chunk(2), eps.chunk(2)
+            eps_g = eps_u + req.guidance * (eps_c - eps_u)
+        else:
+            in_c, eps_u, eps_c = x_in, eps, eps
+            eps_g = eps
+        ab = alpha_bar(scheduler, t)
+        x0 = (in_c - math.sqrt(1 - ab) * eps_g) / math.sqrt(ab)
+        latent = kw["latents"].float()
+        maps = {name: sink[name][-1][-1:].float() for name in cross_layers if sink.get(name)}
+        words = word_maps(list(maps.values()), latent_size)[0] if maps else torch.zeros(len(tokens), latent_size, latent_size)
+        if previews:
+            dec = to_uint8(vae.decode(torch.cat([latent, x0]) / vae.config.scaling_factor).sample)
+        else:
+            dec = np.zeros((2, trace.image_size, trace.image_size, 3), np.uint8)
+        sa = None
+        if self_attn_layer is not None:
+            sa = sink[self_attn_layer][-1][-1].half().numpy() if sink.get(self_attn_layer) else None
+        step = Step(
+            index=i, timestep=float(t), latent=latent[0].numpy(), model_input=in_c[-1].numpy(),
+            noise_cond=eps_c[-1].numpy(), noise_uncond=eps_u[-1].numpy(), noise=eps_g[-1].numpy(), x0=x0[-1].numpy(),
+            preview=dec[0], preview_x0=dec[1], words=words.numpy(),
+            layers={n: m[0].half().numpy() for n, m in maps.items()} if keep_layers else {}, self_attn=sa,
+        )
+        for v in sink.values():
+            v.clear()
+        trace.steps.append(step)
+        if on_step is not None:
+            on_step(trace, step)
+        return {}
+
+    generator = torch.Generator("cpu").manual_seed(req.seed)
+    with hooked([(unet, "forward_kwargs", unet_out)]), recording(unet, self_attn_layer=self_attn_layer) as sink:
+        out = run_pipe(
+            req.prompt, negative_prompt=req.negative or None, num_inference_steps=req.steps,
+            guidance_scale=req.guidance, generator=generator, output_type="np",
+            callback_on_step_end=step_end,
+        )
+    trace.image = (np.asarray(out.images[0]) * 255).round().astype(np.uint8)
+    return trace

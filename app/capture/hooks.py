@@ -13,17 +13,20 @@ from typing import Literal
 
 from torch import nn
 
-Kind = Literal["forward", "pre"]
+Kind = Literal["forward", "pre", "forward_kwargs"]
 
 
 @contextmanager
 def hooked(hooks: Iterable[tuple[nn.Module, Kind, Callable]]) -> Iterator[None]:
-    """hooks: (module, "forward" | "pre", fn) triples; fn has torch's hook signature."""
+    """hooks: (module, kind, fn) triples; fn has torch's hook signature for that kind
+    ("forward_kwargs": a forward hook that also receives the call's keyword arguments)."""
     handles = []
     try:
         for module, kind, fn in hooks:
             if kind == "forward":
                 handles.append(module.register_forward_hook(fn))
+            elif kind == "forward_kwargs":
+                handles.append(module.register_forward_hook(fn, with_kwargs=True))
             else:
                 handles.append(module.register_forward_pre_hook(fn))
         yield

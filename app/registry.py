@@ -119,15 +119,27 @@ def _check_folder(path: Path, needed: list[str]) -> None:
         raise ModelLoadError(f"model folder {path} is missing {', '.join(missing)}")
 
 
+def _locate(name_or_path: str, needed: list[str]) -> tuple[Path, bool]:
+    """The folder (checked for the files it needs) or a Hub id: (path, is_local)."""
+    path = Path(name_or_path)
+    local = path.exists() or name_or_path.startswith((".", "/"))
+    if local:
+        _check_folder(path, needed)
+    return path, local
+
+
+def _name_and_card(name_or_path: str, path: Path, local: bool) -> tuple[str, Path | None]:
+    """A served model's name (its folder's, or the Hub id) and its README model card, if local."""
+    card = path / "README.md" if local and (path / "README.md").exists() else None
+    return (path.name if local else name_or_path), card
+
+
 def load_gpt2(name_or_path: str) -> TextModel:
     """Any GPT2LMHeadModel checkpoint. Eager attention, because the fused (SDPA) kernels return
     no attention weights and capture needs them exactly as the model computes them."""
     from transformers import AutoTokenizer, GPT2LMHeadModel
 
-    path = Path(name_or_path)
-    local = path.exists() or name_or_path.startswith((".", "/"))
-    if local:
-        _check_folder(path, ["config.json", "model.safetensors"])
+    path, local = _locate(name_or_path, ["config.json", "model.safetensors"])
     try:
         model = GPT2LMHeadModel.from_pretrained(name_or_path, attn_implementation="eager", use_safetensors=True)
         tokenizer = AutoTokenizer.from_pretrained(name_or_path)
@@ -136,8 +148,7 @@ def load_gpt2(name_or_path: str) -> TextModel:
     if model.config.model_type != "gpt2":
         raise ModelLoadError(f"{name_or_path!r} is a {model.config.model_type} model, not GPT-2")
     model.eval()
-    name = path.name if local else name_or_path
-    card = path / "README.md" if local and (path / "README.md").exists() else None
+    name, card = _name_and_card(name_or_path, path, local)
     log.info("loaded %s from %s", name, name_or_path)
     return TextModel(name=name, source=name_or_path, model=model, tokenizer=tokenizer, card_path=card)
 
@@ -147,10 +158,7 @@ def load_sd(name_or_path: str, device: str = "auto") -> DiffusionModel:
     scheduler), without a safety checker. float16 on a GPU, float32 on the CPU."""
     from diffusers import StableDiffusionPipeline
 
-    path = Path(name_or_path)
-    local = path.exists() or name_or_path.startswith((".", "/"))
-    if local:
-        _check_folder(path, ["model_index.json", "unet", "vae", "text_encoder", "tokenizer", "scheduler"])
+    path, local = _locate(name_or_path, ["model_index.json", "unet", "vae", "text_encoder", "tokenizer", "scheduler"])
     if device == "auto":
         device = "cuda" if torch.cuda.is_available() else "cpu"
     dtype = torch.float16 if device == "cuda" else torch.float32
@@ -160,8 +168,7 @@ def load_sd(name_or_path: str, device: str = "auto") -> DiffusionModel:
         ).to(device)
     except (OSError, ValueError, TypeError) as e:
         raise ModelLoadError(f"could not load Stable Diffusion pipeline {name_or_path!r}: {str(e).splitlines()[0]}") from e
-    name = path.name if local else name_or_path
-    card = path / "README.md" if local and (path / "README.md").exists() else None
+    name, card = _name_and_card(name_or_path, path, local)
     log.info("loaded %s from %s on %s", name, name_or_path, device)
     return DiffusionModel(name=name, source=name_or_path, pipe=pipe, card_path=card)
 
@@ -172,10 +179,7 @@ def load_vit(name_or_path: str) -> VisionModel:
     weights and capture needs them exactly as the model computes them."""
     from transformers import AutoImageProcessor, ViTForImageClassification
 
-    path = Path(name_or_path)
-    local = path.exists() or name_or_path.startswith((".", "/"))
-    if local:
-        _check_folder(path, ["config.json", "model.safetensors", "preprocessor_config.json"])
+    path, local = _locate(name_or_path, ["config.json", "model.safetensors", "preprocessor_config.json"])
     try:
         model = ViTForImageClassification.from_pretrained(name_or_path, attn_implementation="eager", use_safetensors=True)
         processor = AutoImageProcessor.from_pretrained(name_or_path)
@@ -184,8 +188,7 @@ def load_vit(name_or_path: str) -> VisionModel:
     if model.config.model_type != "vit":
         raise ModelLoadError(f"{name_or_path!r} is a {model.config.model_type} model, not ViT")
     model.eval()
-    name = path.name if local else name_or_path
-    card = path / "README.md" if local and (path / "README.md").exists() else None
+    name, card = _name_and_card(name_or_path, path, local)
     log.info("loaded %s from %s", name, name_or_path)
     return VisionModel(name=name, source=name_or_path, model=model, processor=processor, card_path=card)
 

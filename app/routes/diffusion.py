@@ -24,21 +24,17 @@ from PIL import Image
 from app import schemas
 from app.capture import diffusion as capture
 from app.registry import DiffusionModel, Registry
+from app.routes.text import RegistryDep
 from app.runs import LiveRun, StreamRunner
 from app.wire import encode
 
 router = APIRouter(prefix="/api/diffusion", tags=["diffusion"])
 
 
-def get_registry(request: Request) -> Registry:
-    return request.app.state.registry
-
-
 def get_streams(request: Request) -> StreamRunner:
     return request.app.state.streams
 
 
-RegistryDep = Annotated[Registry, Depends(get_registry)]
 StreamsDep = Annotated[StreamRunner, Depends(get_streams)]
 
 

@@ -224,7 +224,8 @@ def run(dm, req: Request, *, on_step=None, cancelled=lambda: False, self_attn_la
     is done (for streaming); cancelled() is polled once per step and stops the run with Cancelled."""
     pipe = dm.pipe
     scheduler = make_scheduler(pipe, req.scheduler)
-    run_pipe = type(pipe)(**{**pipe.components, "scheduler": scheduler})  # shares the modules, not the scheduler state
+    extra = {"requires_safety_checker": False} if "requires_safety_checker" in pipe.config else {}  # no warning per run
+    run_pipe = type(pipe)(**{**pipe.components, "scheduler": scheduler}, **extra)  # shares the modules, not the scheduler state
     run_pipe.set_progress_bar_config(disable=True)
     unet, vae = pipe.unet, pipe.vae
     tokens, n_tokens, truncated = tokens_of(pipe.tokenizer, req.prompt)

@@ -19,6 +19,7 @@ DEFAULT_TEXT = "The animal didn't cross the street because it was too tired"
 def render(request: Request, template: str, **context):
     context.setdefault("text_pages", TEXT_PAGES)
     context.setdefault("vision_pages", VISION_PAGES)
+    context.setdefault("diffusion_pages", DIFFUSION_PAGES)
     context.setdefault("default_text", DEFAULT_TEXT)
     context.setdefault("current", request.url.path)
     return templates.TemplateResponse(request, template, context)
@@ -53,6 +54,19 @@ def served_models(request: Request) -> list[dict]:
                 "shape": f"ViT: {cfg.num_hidden_layers} layers × {cfg.num_attention_heads} heads, d_model {cfg.hidden_size}, "
                 f"{cfg.image_size} px in {cfg.patch_size} px patches, {cfg.num_labels} classes",
                 "card_url": f"/models/{vm.name}/card" if vm.card_path else None,
+            }
+        )
+    for dm in request.app.state.registry.diffusion.values():
+        unet = dm.pipe.unet.config
+        out.append(
+            {
+                "name": dm.name,
+                "source": dm.source,
+                "params": dm.n_params,
+                "params_human": human_count(dm.n_params),
+                "shape": f"Stable Diffusion 1.x: {dm.image_size} px ↔ 4 × {unet.sample_size} × {unet.sample_size} latent, "
+                f"UNet channels {tuple(unet.block_out_channels)}, {dm.pipe.tokenizer.model_max_length} tokens",
+                "card_url": f"/models/{dm.name}/card" if dm.card_path else None,
             }
         )
     return out
@@ -123,6 +137,19 @@ VISION_VIEWS = {
 }
 VISION_PAGES = [(f"/vision/{view}", page["nav"], page["desc"]) for view, page in VISION_VIEWS.items()]
 
+# The Stable Diffusion pages (issue 5): templates/diffusion_<view>.html, static/js/diffusion_<view>.js.
+DIFFUSION_VIEWS = {
+    "generate": {
+        "nav": "Text to image", "title": "Text to image, step by step",
+        "desc": "Every denoising step as it is computed: the latent, the predicted image and noise, where each word lands.",
+    },
+    "forward": {
+        "nav": "Forward process", "title": "The forward process",
+        "desc": "A clean picture, the noise of timestep t added to it, and the autoencoder's latent space.",
+    },
+}
+DIFFUSION_PAGES = [(f"/diffusion/{view}", page["nav"], page["desc"]) for view, page in DIFFUSION_VIEWS.items()]
+
 
 @router.get("/")
 async def home(request: Request):
@@ -141,3 +168,10 @@ async def vision_page(request: Request, view: str):
     if view not in VISION_VIEWS:
         raise HTTPException(404, f"No page /vision/{view}; the ViT pages are: {', '.join(VISION_VIEWS)}.")
     return render(request, f"vision_{view}.html", view=f"vision_{view}", **VISION_VIEWS[view])
+
+
+@router.get("/diffusion/{view}")
+async def diffusion_page(request: Request, view: str):
+    if view not in DIFFUSION_VIEWS:
+        raise HTTPException(404, f"No page /diffusion/{view}; the diffusion pages are: {', '.join(DIFFUSION_VIEWS)}.")
+    return render(request, f"diffusion_{view}.html", view=f"diffusion_{view}", **DIFFUSION_VIEWS[view])

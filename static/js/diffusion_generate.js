@@ -1,0 +1,404 @@
+// /diffusion/generate: a text-to-image run streamed step by step; a scrubber, play, per-word
+// cross-attention over x̂₀, a strip of steps, two runs compared, and the runs' paths in latent space.
+import { $, api, ApiError, readState, writeState, showError, clearError, onRunForm, plotlyText, fmt, baseLayout, PLOT_CONFIG } from "./common.js";
+import { initDiffusionModel, runBody, streamRun, decodeStep, channel, tokenLabel, pictureWithHeat, heatRow, react, absMax } from "./diffusion.js";
+
+const STRIP = [1, 2, 3, 5, 8, 10, 15, 20, 30, 40]; // step numbers shown in the strip, when the run has them
+const state = readState({
+  prompt: "a large red star at the top left", negative: "", seed: 0, steps: 20, guidance: 5, scheduler: "default",
+  model: "", step: -1, word: -1, ch: 0, cmp: "", b: null, more: 0,
+});
+let head = null; // the run's head event: tokens, notices, sizes
+let steps = []; // decoded steps of run A
+let stepsB = []; // ... of run B (compare)
+let finished = false;
+let hoverWord = null; // a token hovered (shown until the pointer leaves); state.word is the pinned one
+let controller = null; // aborts every stream of the current run
+let timer = null; // play
+
+// ---------------------------------------------------------------------------------------------
+// Running
+
+function readForm() {
+  state.prompt = $("prompt").value;
+  state.negative = $("negative").value;
+  state.seed = Number($("seed").value);
+  state.steps = Number($("steps").value);
+  state.guidance = Number($("guidance").value);
+  state.scheduler = $("scheduler").value;
+  state.model = $("model").value || state.model;
+}
+
+function fillForm() {
+  $("prompt").value = state.prompt;
+  $("negative").value = state.negative;
+  $("seed").value = String(state.seed);
+  $("steps").value = String(state.steps);
+  $("guidance").value = String(state.guidance);
+  $("scheduler").value = state.scheduler;
+  $("channel").value = String(state.ch);
+  if (state.cmp) $("cmp").value = state.cmp;
+  if (state.b !== null) $("b").value = String(state.b);
+}
+
+function setProgress(done, total, text) {
+  $("progress").max = Math.max(1, total);
+  $("progress").value = done;
+  $("progress-text").textContent = text;
+}
+
+async function run({ keepStep = false } = {}) {
+  stop();
+  if (controller) controller.abort();
+  controller = new AbortController();
+  const signal = controller.signal;
+  clearError();
+  head = null;
+  steps = [];
+  stepsB = [];
+  finished = false;
+  if (!keepStep) state.step = -1;
+  $("compare-view").hidden = true;
+  $("notice").hidden = true;
+  $("step").disabled = true;
+  $("run").disabled = true;
+  writeState(state);
+  const started = performance.now();
+  setProgress(0, state.steps, "Waiting for the first step…");
+  try {
+    await streamRun(runBody(state), {
+      head: (h) => {
+        head = h;
+        if (h.notice) {
+          $("notice").textContent = h.notice;
+          $("notice").hidden = false;
+        }
+        if (state.word >= h.tokens.length) state.word = -1;
+        renderWords();
+      },
+      step: (s) => {
+        steps.push(decodeStep(s));
+        const n = steps.length;
+        const first = n === 1 ? ` (first after ${Math.round(performance.now() - started)} ms)` : "";
+        setProgress(n, head.steps, `Step ${n} of ${head.steps}${first}`);
+        $("step").max = String(n - 1);
+        if (state.step === -1 || state.step >= n - 1 || !keepStep) show(n - 1, { live: true });
+        renderStrip();
+      },
+      done: () => {
+        finished = true;
+        setProgress(steps.length, steps.length, `Done: ${steps.length} steps in ${((performance.now() - started) / 1000).toFixed(1)} s`);
+      },
+    }, signal);
+  } catch (e) {
+    if (e.name === "AbortError") return;
+    showError(e instanceof ApiError ? e.message : `Something went wrong in the page: ${e.message}`);
+    if (!(e instanceof ApiError)) console.warn(e);
+    return;
+  } finally {
+    if (!signal.aborted) $("run").disabled = false;
+  }
+  $("step").disabled = false;
+  const at = state.step >= 0 && state.step < steps.length ? state.step : steps.length - 1;
+  show(at);
+  try {
+    if (state.cmp && state.b !== null) await compare(signal);
+    await drawPaths(signal);
+  } catch (e) {
+    if (e.name !== "AbortError") showError(e.message);
+  }
+}
+
+/** Run B: run A with one setting changed. */
+async function compare(signal) {
+  stepsB = [];
+  $("compare-view").hidden = false;
+  const change = state.cmp === "guidance" ? { guidance: Number(state.b) } : { seed: Math.max(0, Math.round(Number(state.b))) };
+  const what = state.cmp === "guidance" ? `guidance ${change.guidance}` : `seed ${change.seed}`;
+  $("a-caption").textContent = `A: ${state.cmp === "guidance" ? `guidance ${state.guidance}` : `seed ${state.seed}`}`;
+  $("b-caption").textContent = `B: ${what} (running…)`;
+  try {
+    await streamRun(runBody(state, change), {
+      step: (s) => {
+        stepsB.push(decodeStep(s));
+        $("b-caption").textContent = `B: ${what} (step ${stepsB.length} of ${state.steps})`;
+        showCompare();
+      },
+      done: () => { $("b-caption").textContent = `B: ${what}`; },
+    }, signal);
+  } catch (e) {
+    if (e.name === "AbortError") throw e;
+    showError(e instanceof ApiError ? e.message : `Something went wrong in the page: ${e.message}`);
+  }
+  showCompare();
+}
+
+/** The runs on the latent map: A, B when compared, then `more` runs with the next seeds. */
+function mapRuns() {
+  const runs = [runBody(state)];
+  if (state.cmp && state.b !== null && stepsB.length) {
+    runs.push(runBody(state, state.cmp === "guidance" ? { guidance: Number(state.b) } : { seed: Math.max(0, Math.round(Number(state.b))) }));
+  }
+  for (let k = 1; k <= state.more && runs.length < 8; k++) runs.push(runBody(state, { seed: (state.seed + k) % 2 ** 32 }));
+  return runs;
+}
+
+async function drawPaths(signal) {
+  const runs = mapRuns();
+  // Runs not yet computed (added seeds, or evicted from the cache) are run first, without drawing them.
+  for (const body of runs.slice(1)) {
+    if (signal.aborted) return;
+    $("progress-text").textContent = `Running seed ${body.seed}, guidance ${body.guidance} for the map…`;
+    await streamRun(body, {}, signal);
+  }
+  if (signal.aborted) return;
+  let r;
+  try {
+    r = await api("/api/diffusion/paths", { runs });
+  } catch (e) {
+    showError(e.message);
+    return;
+  }
+  if (signal.aborted) return;
+  $("progress-text").textContent = `Done: ${steps.length} steps.`;
+  const data = r.points.map((pts, i) => ({
+    type: "scatter", mode: "lines+markers", name: r.labels[i],
+    x: pts.map((p) => p[0]), y: pts.map((p) => p[1]),
+    text: pts.map((_, k) => `${plotlyText(r.labels[i])}<br>step ${k + 1}`), hoverinfo: "text",
+    marker: { size: pts.map((_, k) => (k === 0 || k === pts.length - 1 ? 11 : 6)) },
+  }));
+  const pc = (k) => `PC ${k + 1} (${(100 * r.explained[k]).toFixed(0)} % of the variance)`;
+  Plotly.react($("paths"), data, baseLayout({
+    xaxis: { title: { text: pc(0) }, zeroline: false }, yaxis: { title: { text: pc(1) }, zeroline: false },
+    margin: { l: 70, r: 20, t: 20, b: 60 }, legend: { orientation: "h", y: -0.2 },
+  }), PLOT_CONFIG);
+}
+
+// ---------------------------------------------------------------------------------------------
+// Showing a step
+
+function currentWord() {
+  return hoverWord !== null ? hoverWord : state.word;
+}
+
+function show(i, { live = false } = {}) {
+  if (!steps.length) return;
+  const n = steps.length;
+  i = Math.min(Math.max(0, i), n - 1);
+  if (!live) state.step = i;
+  $("step").value = String(i);
+  const s = steps[i];
+  $("step-out").textContent = `${i + 1} of ${head.steps} (t = ${Math.round(s.timestep)})`;
+  $("latent-img").src = s.preview;
+  drawX0(i);
+  drawNoise(i);
+  showCompare();
+  markStrip(i);
+  if (!live) writeState(state);
+}
+
+function shownIndex() {
+  return Number($("step").value);
+}
+
+function drawX0(i) {
+  const s = steps[i];
+  const w = currentWord();
+  const side = head.image_size;
+  if (w < 0 || w >= s.words.shape[0]) {
+    $("x0-caption").textContent = `Predicted clean image x̂₀ at step ${i + 1}. Hover a token above to see where the picture looks at it.`;
+    react($("x0"), pictureWithHeat(s.preview_x0, side, null));
+    $("x0").dataset.word = "";
+    return;
+  }
+  const map = channel(s.words, w);
+  let peak = 0;
+  for (const row of map) for (const v of row) peak = Math.max(peak, v);
+  const label = tokenLabel(head.tokens[w], w);
+  $("x0-caption").textContent = `Where the picture looks at “${label}” at step ${i + 1} (cross-attention, mean of layers and heads; peak ${fmt(peak, 2)})`;
+  $("x0").dataset.word = label;
+  react($("x0"), pictureWithHeat(s.preview_x0, side, map, { valueName: `attention to ${label}` }));
+}
+
+function drawNoise(i) {
+  const s = steps[i];
+  const c = state.ch;
+  const diff = { shape: s.noise_cond.shape, data: s.noise_cond.data.map((v, k) => v - s.noise_uncond.data[k]) };
+  const m = absMax(s.latent, s.noise, s.noise_cond, s.noise_uncond);
+  react($("noise"), heatRow([
+    { title: "latent xₜ₋₁", z: channel(s.latent, c) },
+    { title: "ε uncond", z: channel(s.noise_uncond, c) },
+    { title: "ε cond", z: channel(s.noise_cond, c) },
+    { title: "cond − uncond", z: channel(diff, c) },
+    { title: `ε guided (g = ${state.guidance})`, z: channel(s.noise, c) },
+  ], { zmin: -m, zmax: m }));
+}
+
+function showCompare() {
+  if ($("compare-view").hidden) return;
+  const i = shownIndex();
+  if (steps[i]) $("a-img").src = steps[i].preview_x0;
+  const b = stepsB[Math.min(i, stepsB.length - 1)];
+  if (b) $("b-img").src = b.preview_x0;
+}
+
+// ---------------------------------------------------------------------------------------------
+// Tokens, strip, play
+
+function renderWords() {
+  const box = $("words");
+  box.replaceChildren();
+  head.tokens.forEach((tok, i) => {
+    const chip = document.createElement("button");
+    chip.type = "button";
+    chip.className = "token";
+    chip.dataset.pos = String(i);
+    if (i === state.word) chip.classList.add("selected");
+    const pos = document.createElement("span");
+    pos.className = "pos";
+    pos.textContent = String(i);
+    const txt = document.createElement("span");
+    txt.className = "txt";
+    txt.textContent = tokenLabel(tok, i); // literal text, never HTML
+    chip.append(pos, txt);
+    const hover = (on) => {
+      hoverWord = on ? i : null;
+      if (steps.length) drawX0(shownIndex());
+    };
+    chip.addEventListener("mouseenter", () => hover(true));
+    chip.addEventListener("mouseleave", () => hover(false));
+    chip.addEventListener("focus", () => hover(true));
+    chip.addEventListener("blur", () => hover(false));
+    chip.addEventListener("click", () => {
+      state.word = state.word === i ? -1 : i;
+      box.querySelectorAll(".token").forEach((c) => c.classList.toggle("selected", Number(c.dataset.pos) === state.word));
+      writeState(state);
+      if (steps.length) drawX0(shownIndex());
+    });
+    box.append(chip);
+  });
+}
+
+function renderStrip() {
+  const box = $("strip");
+  const want = STRIP.filter((k) => k <= steps.length);
+  if (box.children.length === want.length) return;
+  box.replaceChildren();
+  for (const k of want) {
+    const fig = document.createElement("button");
+    fig.type = "button";
+    fig.className = "strip-item";
+    fig.dataset.step = String(k - 1);
+    const img = document.createElement("img");
+    img.src = steps[k - 1].preview_x0;
+    img.alt = `x̂₀ at step ${k}`;
+    const cap = document.createElement("span");
+    cap.textContent = `step ${k}`;
+    fig.append(img, cap);
+    fig.addEventListener("click", () => { stop(); show(k - 1); });
+    box.append(fig);
+  }
+  markStrip(shownIndex());
+}
+
+function markStrip(i) {
+  $("strip").querySelectorAll(".strip-item").forEach((b) => b.classList.toggle("current", Number(b.dataset.step) === i));
+}
+
+function stop() {
+  if (timer) clearInterval(timer);
+  timer = null;
+  $("play").textContent = "▶ Play";
+  $("play").setAttribute("aria-pressed", "false");
+}
+
+function play() {
+  if (timer) return stop();
+  if (!finished || !steps.length) return;
+  if (shownIndex() >= steps.length - 1) show(0);
+  $("play").textContent = "⏸ Pause";
+  $("play").setAttribute("aria-pressed", "true");
+  timer = setInterval(() => {
+    const i = shownIndex();
+    if (i >= steps.length - 1) return stop();
+    show(i + 1);
+  }, Math.max(80, 2000 / steps.length));
+}
+
+// ---------------------------------------------------------------------------------------------
+
+function wire() {
+  onRunForm(() => { readForm(); run(); });
+  $("step").addEventListener("input", () => { stop(); show(Number($("step").value)); });
+  $("play").addEventListener("click", play);
+  $("channel").addEventListener("change", () => {
+    state.ch = Number($("channel").value);
+    writeState(state);
+    if (steps.length) drawNoise(shownIndex());
+  });
+  $("compare-form").addEventListener("submit", async (ev) => {
+    ev.preventDefault();
+    if (!finished) return showError("Wait for the run to finish (or press Run), then compare.");
+    clearError();
+    state.cmp = $("cmp").value;
+    state.b = Number($("b").value);
+    writeState(state);
+    const signal = controller.signal;
+    try {
+      await compare(signal);
+      await drawPaths(signal);
+    } catch (e) {
+      if (e.name !== "AbortError") showError(e.message);
+    }
+  });
+  $("cmp").addEventListener("change", () => {
+    $("b").value = $("cmp").value === "guidance" ? String(Math.max(0, state.guidance === 1 ? 7.5 : 1)) : String((state.seed + 1) % 2 ** 32);
+  });
+  $("add-seed").addEventListener("click", async () => {
+    if (!finished) return;
+    state.more = Math.min(state.more + 1, 6);
+    writeState(state);
+    try {
+      await drawPaths(controller.signal);
+    } catch (e) {
+      if (e.name !== "AbortError") showError(e.message);
+    }
+  });
+  document.addEventListener("keydown", (ev) => {
+    const tag = ev.target && ev.target.tagName;
+    if (["INPUT", "TEXTAREA", "SELECT"].includes(tag) || ev.altKey || ev.ctrlKey || ev.metaKey || !steps.length) return;
+    if (ev.key === "ArrowRight" || ev.key === "ArrowLeft") {
+      ev.preventDefault();
+      stop();
+      show(shownIndex() + (ev.key === "ArrowRight" ? 1 : -1));
+    } else if (ev.key === " " && tag !== "BUTTON") {
+      ev.preventDefault();
+      play();
+    }
+  });
+}
+
+async function init() {
+  wire();
+  let models;
+  try {
+    models = await initDiffusionModel(state);
+  } catch (e) {
+    showError(e.message);
+    $("run").disabled = true;
+    return;
+  }
+  const m = models.find((x) => x.name === state.model) || models[0];
+  const sel = $("scheduler");
+  for (const name of m.schedulers) {
+    const o = document.createElement("option");
+    o.value = name;
+    o.textContent = name === "default" ? "the model's own" : name;
+    sel.append(o);
+  }
+  if (!m.schedulers.includes(state.scheduler)) state.scheduler = "default";
+  fillForm();
+  run({ keepStep: true });
+}
+
+init();

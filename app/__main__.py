@@ -16,6 +16,8 @@ def main(argv: list[str] | None = None) -> None:
     serve.add_argument("--port", type=int, help="port (default 8000)")
     serve.add_argument("--gpt2", metavar="NAME_OR_PATH", help="any GPT-2 checkpoint: a Hub id (gpt2, distilgpt2) or a folder")
     serve.add_argument("--vit", metavar="NAME_OR_PATH", help="any ViTForImageClassification checkpoint: a Hub id (google/vit-base-patch16-224) or a folder")
+    serve.add_argument("--sd", metavar="NAME_OR_PATH", help="any Stable Diffusion 1.x pipeline: a Hub id or a diffusers folder ('' for none)")
+    serve.add_argument("--device", help="where Stable Diffusion runs: auto (default: a GPU when there is one), cpu, cuda, ...")
 
     train = sub.add_parser("train", help="train a shipped model into models/")
     train.add_argument("family", choices=["gpt2", "vit", "sd"])
@@ -30,7 +32,7 @@ def main(argv: list[str] | None = None) -> None:
 
     if args.command == "serve":
         # Flags become GLASSBOX_* settings, so the one Settings class stays the only source.
-        for name in ("host", "port", "gpt2", "vit"):
+        for name in ("host", "port", "gpt2", "vit", "sd", "device"):
             value = getattr(args, name)
             if value is not None:
                 os.environ[f"GLASSBOX_{name.upper()}"] = str(value)

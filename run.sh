@@ -11,7 +11,7 @@ setup() {
   fi
   # torch first and pinned: the CPU build on this disk; an unpinned torch pulls a multi-GB CUDA build.
   .venv/bin/python -c "import torch" 2>/dev/null || .venv/bin/pip install -q torch==2.13.0
-  .venv/bin/pip install -q -e ".[test]"
+  .venv/bin/pip install -q -e ".[test,photos]"  # photos: scikit-image's bundled sample photos in the ViT gallery
 }
 
 need_chromium() {

@@ -7,6 +7,7 @@ from __future__ import annotations
 import base64
 import io
 import math
+import os
 
 import numpy as np
 import pytest
@@ -90,6 +91,27 @@ def test_gallery_and_trace(vc):
     # gallery scene 1 is an arrow; the model gets it
     assert items[0]["caption"].endswith("arrow in the centre") and t["top"][0]["label"] == "arrow"
     assert t["name"] == items[0]["caption"] and t["image"] == items[0]["id"]
+
+
+def test_real_photos_from_scikit_image(vc):
+    """./run.sh installs the [photos] extra: the gallery then holds real photos, read offline from the
+    scikit-image wheel, and the model reads one like any picture (outside what it learned)."""
+    if not os.environ.get("CI"):  # CI installs it through ./run.sh and must never skip this
+        pytest.importorskip("skimage")
+    from skimage import data
+
+    items = vc.get("/api/vision/gallery").json()["items"]
+    photos = [i for i in items if i["kind"] == "photo"]
+    assert {p["id"] for p in photos} >= {"photo-astronaut", "photo-coffee"}
+    t = vc.post("/api/vision/trace", json={"image": "photo-astronaut"}).json()
+    assert sum(c["prob"] for c in t["top"]) == pytest.approx(1, abs=1e-6)
+    # what the model sees is the photo squeezed to 64 × 64: compare with an independent resize
+    shown = Image.open(io.BytesIO(base64.b64decode(t["image_url"].split(",", 1)[1]))).convert("RGB")
+    seen = np.asarray(shown.resize((64, 64), Image.BOX), np.float32)  # the page's picture is the 64 px input, enlarged
+    ref = np.asarray(Image.fromarray(data.astronaut()).resize((64, 64), Image.BILINEAR), np.float32)
+    assert np.abs(seen - ref).mean() < 12
+    other = np.asarray(Image.fromarray(data.coffee()).resize((64, 64), Image.BILINEAR), np.float32)
+    assert np.abs(seen - other).mean() > 2 * np.abs(seen - ref).mean()  # the comparison can tell photos apart
 
 
 def test_attention_head_and_mean(vc):

@@ -93,10 +93,10 @@ def prepare(vm, image) -> torch.Tensor:
 
 def unnormalise(processor, pv: np.ndarray) -> np.ndarray:
     """[3, H, W] pixel_values -> [H, W, 3] uint8, inverting the processor's normalise and rescale."""
-    x = pv.astype(np.float64)
+    x = pv.astype(np.float32)  # exact enough for 0..255, and a third of the time of float64
     if getattr(processor, "do_normalize", False):
-        mean = np.asarray(processor.image_mean, dtype=np.float64).reshape(-1, 1, 1)
-        std = np.asarray(processor.image_std, dtype=np.float64).reshape(-1, 1, 1)
+        mean = np.asarray(processor.image_mean, dtype=np.float32).reshape(-1, 1, 1)
+        std = np.asarray(processor.image_std, dtype=np.float32).reshape(-1, 1, 1)
         x = x * std + mean
     if getattr(processor, "do_rescale", False):
         x = x / processor.rescale_factor

@@ -196,3 +196,13 @@ def test_forward_process_page(page, live_server):
     page.wait_for_url(lambda u: "scene=4" in u)
     other = api(live_server, "/api/diffusion/forward", {"scene": 4, "t": 999}).json()
     page.wait_for_function("(c) => document.getElementById('caption').textContent === c", arg=other["caption"])
+
+
+def test_a_scheduler_that_repeats_a_timestep_says_so(page):
+    """PNDM (SD 1.x's own) calls the model once more than the steps asked; the page counts the calls."""
+    page.goto("/diffusion/generate?" + urlencode({"prompt": "a red star", "steps": 3, "scheduler": "pndm"}))
+    wait_paths(page, 1)
+    assert page.input_value("#scheduler") == "pndm"
+    assert "4 times for 3 steps" in page.locator("#notice").inner_text()
+    assert step_out(page).startswith("4 of 4")
+    assert page.locator("#strip .strip-item").count() == 3  # steps 1, 2, 3 of the strip

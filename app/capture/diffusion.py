@@ -176,6 +176,9 @@ def make_scheduler(pipe, name: str):
     if name == "ddim" and "clip_sample" not in pipe.scheduler.config:
         # DDIM's defaults clip x̂₀ to [-1, 1], which is right for pixels and wrong for latents (pitfall 5)
         extra = {"clip_sample": False, "set_alpha_to_one": False, "steps_offset": 1}
+    if name == "pndm" and "skip_prk_steps" not in pipe.scheduler.config:
+        # PLMS as SD 1.x ships PNDM: the Runge-Kutta warm-up fails below 4 steps and triples the first ones
+        extra = {"skip_prk_steps": True}
     return getattr(diffusers, SCHEDULERS[name]).from_config(pipe.scheduler.config, **extra)
 
 

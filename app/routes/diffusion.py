@@ -65,9 +65,13 @@ def run_key(dm: DiffusionModel, req: capture.Request) -> tuple:
 def head_of(dm: DiffusionModel, req: capture.Request) -> dict:
     tokens, n, truncated = capture.tokens_of(dm.pipe.tokenizer, req.prompt)
     limit = dm.pipe.tokenizer.model_max_length
+    # One `step` event per UNet call: PNDM (SD 1.x's own) makes one more call than the steps asked.
+    scheduler = capture.make_scheduler(dm.pipe, req.scheduler)
+    scheduler.set_timesteps(req.steps)
     return {
         "model": dm.name, "tokens": tokens[:n] + (["(padding)"] if n < len(tokens) else []), "n_tokens": n,
-        "truncated": truncated, "max_tokens": limit, "steps": req.steps, "image_size": dm.image_size,
+        "truncated": truncated, "max_tokens": limit, "steps": len(scheduler.timesteps), "steps_asked": req.steps,
+        "image_size": dm.image_size,
         "latent_size": dm.pipe.unet.config.sample_size,
         "notice": f"The prompt was longer than the model's {limit} tokens; it was cut to the first {limit}." if truncated else None,
     }

@@ -69,8 +69,13 @@ async function run({ keepStep = false } = {}) {
     await streamRun(runBody(state), {
       head: (h) => {
         head = h;
-        if (h.notice) {
-          $("notice").textContent = h.notice;
+        const notes = [];
+        if (h.notice) notes.push(h.notice);
+        if (h.steps !== h.steps_asked) {
+          notes.push(`This scheduler calls the model ${h.steps} times for ${h.steps_asked} steps (PNDM repeats one timestep); each call is shown.`);
+        }
+        if (notes.length) {
+          $("notice").textContent = notes.join(" ");
           $("notice").hidden = false;
         }
         if (state.word >= h.tokens.length) state.word = -1;

@@ -156,22 +156,23 @@ async def home(request: Request):
     return render(request, "home.html", models=served_models(request), title="glassbox")
 
 
+def explorer_page(request: Request, views: dict, family: str, view: str, prefix: str, what: str):
+    """One explorer page: templates/<prefix><view>.html, its script static/js/<prefix><view>.js."""
+    if view not in views:
+        raise HTTPException(404, f"No page /{family}/{view}; the {what} pages are: {', '.join(views)}.")
+    return render(request, f"{prefix}{view}.html", view=f"{prefix}{view}", **views[view])
+
+
 @router.get("/text/{view}")
 async def text_page(request: Request, view: str):
-    if view not in TEXT_VIEWS:
-        raise HTTPException(404, f"No page /text/{view}; the text pages are: {', '.join(TEXT_VIEWS)}.")
-    return render(request, f"{view}.html", view=view, **TEXT_VIEWS[view])
+    return explorer_page(request, TEXT_VIEWS, "text", view, "", "text")
 
 
 @router.get("/vision/{view}")
 async def vision_page(request: Request, view: str):
-    if view not in VISION_VIEWS:
-        raise HTTPException(404, f"No page /vision/{view}; the ViT pages are: {', '.join(VISION_VIEWS)}.")
-    return render(request, f"vision_{view}.html", view=f"vision_{view}", **VISION_VIEWS[view])
+    return explorer_page(request, VISION_VIEWS, "vision", view, "vision_", "ViT")
 
 
 @router.get("/diffusion/{view}")
 async def diffusion_page(request: Request, view: str):
-    if view not in DIFFUSION_VIEWS:
-        raise HTTPException(404, f"No page /diffusion/{view}; the diffusion pages are: {', '.join(DIFFUSION_VIEWS)}.")
-    return render(request, f"diffusion_{view}.html", view=f"diffusion_{view}", **DIFFUSION_VIEWS[view])
+    return explorer_page(request, DIFFUSION_VIEWS, "diffusion", view, "diffusion_", "diffusion")

@@ -44,6 +44,7 @@ class DiffusionModel:
     pipe: object  # diffusers.StableDiffusionPipeline, shared: runs on it are serialised (processors are module state)
     card_path: Path | None = None
     lock: threading.Lock = field(default_factory=threading.Lock)
+    preview_map: object = None  # numpy [5, 3], fitted on first use by capture.diffusion.preview_map
 
     @property
     def image_size(self) -> int:

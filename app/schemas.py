@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Literal
+
 from pydantic import BaseModel, Field
 
 from app.wire import Array
@@ -248,6 +250,10 @@ class DiffusionIn(BaseModel):
 
 class DiffusionLayersIn(DiffusionIn):
     step: int = Field(ge=0, description="Step index, from 0.")
+
+
+class DiffusionDecodeIn(DiffusionLayersIn):
+    which: Literal["latent", "x0"] = Field("x0", description="The step's latent x_t or its predicted clean latent x̂₀.")
 
 
 class RunsIn(BaseModel):

@@ -95,7 +95,7 @@ def measure(model: str, n_prompts: int = 100, seeds=SEEDS) -> dict:
     began = time.time()
     for k, (prompt, shape, colour, position) in enumerate(prompts(n_prompts)):
         for seed in seeds:
-            tr = run(dm, Request(prompt, seed=seed, steps=STEPS, guidance=GUIDANCE), previews=False, keep_layers=False)
+            tr = run(dm, Request(prompt, seed=seed, steps=STEPS, guidance=GUIDANCE), previews="none", keep_layers=False)
             img = tr.image
             fg = foreground(img)
             with torch.no_grad():

@@ -4,11 +4,11 @@
 
 For the shipped model (models/sd-shapes, when the folder exists) and a tiny random SD 1.x-shaped
 pipeline at 64 px it prints:
-- capture / plain: `app.capture.diffusion.run` with previews and per-layer maps (what the server
-  runs, without the JSON/PNG encoding of the stream) over the plain pipeline call
+- capture / plain: `app.capture.diffusion.run` with fast previews and per-layer maps (what the
+  server runs, without the JSON/PNG encoding of the stream) over the plain pipeline call
   `pipe(prompt, num_inference_steps, guidance_scale, generator)` with nothing recorded, same seed,
-  steps, guidance and scheduler (the model's own), medians of interleaved repeats; and capture
-  without previews (`previews=False`), which shows what the two VAE decodes per step cost;
+  steps, guidance and scheduler (the model's own), medians of interleaved repeats; and capture with
+  exact previews (`previews="vae"`: two VAE decodes per step), which is what streaming them would cost;
 - request → first step: from sending POST /api/diffusion/run (uncached: a fresh seed each time) to
   the first `step` event leaving the app, in-process. TestClient and httpx's ASGITransport both
   collect the whole body before they return, so this drives the ASGI app directly and timestamps
@@ -85,10 +85,10 @@ def time_capture(folder: Path, steps: int, repeats: int) -> dict:
         pipe(PROMPT, num_inference_steps=steps, guidance_scale=GUIDANCE, generator=torch.Generator().manual_seed(0))
 
     def captured():
-        return capture.run(dm, req)  # previews and layers on, as the server runs it
+        return capture.run(dm, req)  # fast previews and layers, as the server runs it
 
-    def bare():
-        capture.run(dm, req, previews=False)
+    def bare():  # the exact previews' price
+        capture.run(dm, req, previews="vae")
 
     plain(), bare()  # warm-up
     trace = captured()
@@ -203,8 +203,8 @@ def main() -> None:
 
     print(f"# {time.strftime('%Y-%m-%d')} · {platform.machine()} · {torch.get_num_threads()} torch threads · "
           f"torch {torch.__version__} · {args.steps} steps, guidance {GUIDANCE:g}, {args.repeats} interleaved repeats, medians")
-    print("| model | image px | latent | tokens | UNet calls | plain s | capture s | capture / plain | capture, no previews s "
-          "| no previews / plain | request → first step s | whole stream s |")
+    print("| model | image px | latent | tokens | UNet calls | plain s | capture s | capture / plain | capture, VAE previews s "
+          "| VAE previews / plain | request → first step s | whole stream s |")
     print("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
     for r in results:
         print(f"| {r['model']} | {r['image']} | {r['latent']}² | {r['tokens']} | {r['unet_calls']} | {r['plain_s']:.2f} | "

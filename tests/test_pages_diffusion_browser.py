@@ -53,6 +53,17 @@ def wait_paths(page, n: int) -> None:
     page.wait_for_function("(n) => (document.getElementById('paths').data || []).length === n", arg=n)
 
 
+def decoded(base: str, body: dict, step: int, which: str) -> str:
+    """The VAE's exact picture of a step of a finished run, as the page asks for it."""
+    r = api(base, "/api/diffusion/decode", {**body, "step": step, "which": which})
+    assert r.status_code == 200, r.text
+    return r.json()["image"]
+
+
+def wait_src(page, selector: str, url: str) -> None:
+    page.wait_for_function("([sel, url]) => document.querySelector(sel).src === url", arg=[selector, url])
+
+
 def step_out(page) -> str:
     return page.locator("#step-out").inner_text()
 
@@ -80,7 +91,10 @@ def test_generate_streams_scrubs_hovers_compares(page, live_server):
     # the same run, read from the server's stream (a cache replay): what the page shows must match it
     run = stream(live_server, body)
     assert [s["index"] for s in run["steps"]] == list(range(6))
-    assert page.get_attribute("#latent-img", "src") == run["steps"][5]["preview"]
+    # while it streamed, the page showed the fast previews; a finished run's shown step is the VAE's decode
+    wait_src(page, "#latent-img", decoded(live_server, body, 5, "latent"))
+    page.wait_for_function("() => document.getElementById('x0').dataset.kind === 'VAE decode'")
+    assert page.evaluate("() => document.getElementById('x0').layout.images[0].source") == decoded(live_server, body, 5, "x0")
     assert page.locator("#strip .strip-item").count() == 4  # steps 1, 2, 3, 5 of the strip exist in a 6-step run
 
     # scrub: the keyboard and the slider move through the steps
@@ -88,7 +102,7 @@ def test_generate_streams_scrubs_hovers_compares(page, live_server):
     page.keyboard.press("ArrowLeft")
     page.keyboard.press("ArrowLeft")
     assert step_out(page).startswith("4 of 6")
-    assert page.get_attribute("#latent-img", "src") == run["steps"][3]["preview"]
+    wait_src(page, "#latent-img", decoded(live_server, body, 3, "latent"))
     page.evaluate("() => { const s = document.getElementById('step'); s.value = '1'; s.dispatchEvent(new Event('input')); }")
     assert step_out(page).startswith("2 of 6")
     t1 = round(run["steps"][1]["timestep"])
@@ -122,8 +136,9 @@ def test_generate_streams_scrubs_hovers_compares(page, live_server):
     page.wait_for_function("() => document.getElementById('b-caption').textContent === 'B: seed 4'")
     b = stream(live_server, {**body, "seed": 4})
     page.evaluate("() => { const s = document.getElementById('step'); s.value = '2'; s.dispatchEvent(new Event('input')); }")
-    assert page.get_attribute("#a-img", "src") == run["steps"][2]["preview_x0"]
-    assert page.get_attribute("#b-img", "src") == b["steps"][2]["preview_x0"]
+    wait_src(page, "#a-img", decoded(live_server, body, 2, "x0"))
+    wait_src(page, "#b-img", decoded(live_server, {**body, "seed": 4}, 2, "x0"))
+    assert len(b["steps"]) == 6
     page.wait_for_function("() => (document.getElementById('paths').data || []).length === 2")
     pts = page.evaluate("() => document.getElementById('paths').data.map((t) => t.x.length)")
     assert pts == [6, 6]

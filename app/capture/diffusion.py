@@ -134,8 +134,8 @@ class Step:
     noise_uncond: np.ndarray  # [4, h, w] ... with the negative (empty) prompt; = noise_cond without guidance
     noise: np.ndarray  # [4, h, w] the guided mix the scheduler used
     x0: np.ndarray  # [4, h, w] predicted clean latent, (x_t − √(1−ᾱ)·ε) / √ᾱ
-    preview: np.ndarray  # [H, W, 3] uint8 decode of `latent`
-    preview_x0: np.ndarray  # [H, W, 3] uint8 decode of `x0`
+    preview: np.ndarray  # [h, w, 3] uint8 fast preview of `latent` ([H, W, 3] VAE decode with previews="vae")
+    preview_x0: np.ndarray  # ... of `x0`
     words: np.ndarray  # [T, h, w] cross-attention per prompt token: mean of layers and heads, at the latent size
     layers: dict[str, np.ndarray] = field(default_factory=dict)  # raw per layer [heads, h_l·w_l, T] float16
     self_attn: np.ndarray | None = None  # [heads, h·w, h·w] of the layer asked for, on request only
@@ -207,6 +207,45 @@ def alpha_bar(scheduler, t) -> float:
     return float(ac[lo] * (1 - w) + ac[hi] * w)
 
 
+def preview_map(dm) -> np.ndarray:
+    """A linear map from a latent pixel (4 channels and a 1) to RGB in [-1, 1], [5, 3]: the cheap live
+    preview of every step (as the latent-to-RGB previews of A1111 and ComfyUI), fitted once per model
+    by least squares on a few drawn scenes encoded by its own VAE. The exact VAE decode of a step is
+    made on demand (decode()), so streaming a step costs about what the pipeline's own step does."""
+    if getattr(dm, "preview_map", None) is not None:
+        return dm.preview_map
+    import random
+
+    from app.shapes import random_scene, render
+
+    vae, side = dm.pipe.vae, dm.image_size
+    n = 8 if side <= 128 else 2  # an SD 1.5 encode at 512 px is slow on a CPU; two scenes fit 15 numbers
+    imgs = np.stack([np.asarray(render(random_scene(random.Random(k), n_objects=1 + k % 2), side)[0]) for k in range(n)])
+    x = torch.from_numpy(imgs).permute(0, 3, 1, 2).float().div(127.5).sub(1)
+    with torch.no_grad():
+        z = vae.encode(x.to(vae.device, vae.dtype)).latent_dist.mean.float().cpu()
+    target = F.adaptive_avg_pool2d(x, z.shape[-2:])  # the picture at the latent's resolution
+    a = torch.cat([z.permute(0, 2, 3, 1).reshape(-1, 4), torch.ones(z.numel() // 4, 1)], 1)
+    b = target.permute(0, 2, 3, 1).reshape(-1, 3)
+    dm.preview_map = torch.linalg.lstsq(a.double(), b.double()).solution.float().numpy()
+    return dm.preview_map
+
+
+def fast_preview(latents: torch.Tensor, m: np.ndarray, scaling_factor: float) -> np.ndarray:
+    """Scaled latents [n, 4, h, w] -> uint8 [n, h, w, 3] through preview_map()'s linear map."""
+    z = latents.float().cpu() / scaling_factor
+    rgb = torch.einsum("nchw,cd->ndhw", z, torch.from_numpy(m[:4])) + torch.from_numpy(m[4]).view(1, 3, 1, 1)
+    return to_uint8(rgb)
+
+
+@torch.no_grad()
+def decode(dm, latent: np.ndarray, scaling_factor: float) -> np.ndarray:
+    """The exact picture of a recorded latent [4, h, w] (x_t or x̂₀): the VAE decode, uint8 [H, W, 3]."""
+    vae = dm.pipe.vae
+    z = torch.from_numpy(np.ascontiguousarray(latent))[None].to(vae.device, vae.dtype) / scaling_factor
+    return to_uint8(vae.decode(z).sample.float())[0]
+
+
 def word_maps(layer_maps: list[torch.Tensor], side: int) -> torch.Tensor:
     """DAAM's aggregation: each layer's [batch, heads, pixels, T] -> mean of heads -> upsampled to
     side × side -> mean of layers. Returns [batch, T, side, side]; each pixel still sums to 1 over T."""
@@ -222,9 +261,13 @@ def word_maps(layer_maps: list[torch.Tensor], side: int) -> torch.Tensor:
 
 @torch.no_grad()
 def run(dm, req: Request, *, on_step=None, cancelled=lambda: False, self_attn_layer: str | None = None,
-        previews: bool = True, keep_layers: bool = True) -> Trace:
+        previews: str = "fast", keep_layers: bool = True) -> Trace:
     """Run the pipeline as it is, recording every step. on_step(trace, step) is called as each step
-    is done (for streaming); cancelled() is polled once per step and stops the run with Cancelled."""
+    is done (for streaming); cancelled() is polled once per step and stops the run with Cancelled.
+    previews: "fast" (preview_map's linear map, at the latent's size), "vae" (two VAE decodes a step,
+    as costly as a step at these sizes) or "none"."""
+    if previews not in ("fast", "vae", "none"):
+        raise ValueError(f"previews must be fast, vae or none, not {previews!r}")
     pipe = dm.pipe
     scheduler = make_scheduler(pipe, req.scheduler)
     extra = {"requires_safety_checker": False} if "requires_safety_checker" in pipe.config else {}  # no warning per run
@@ -239,6 +282,7 @@ def run(dm, req: Request, *, on_step=None, cancelled=lambda: False, self_attn_la
     cross_layers = attention_layers(unet)
     if self_attn_layer is not None and self_attn_layer not in attention_layers(unet, cross=False):
         raise ValueError(f"no self-attention layer {self_attn_layer!r}")
+    pmap = preview_map(dm) if previews == "fast" else None
     guided = req.guidance > 1.0  # the pipeline skips the unconditional branch at guidance <= 1
     pending: dict[str, torch.Tensor] = {}
 
@@ -261,10 +305,12 @@ def run(dm, req: Request, *, on_step=None, cancelled=lambda: False, self_attn_la
         latent = kw["latents"].float()
         maps = {name: sink[name][-1][-1:].float() for name in cross_layers if sink.get(name)}
         words = word_maps(list(maps.values()), latent_size)[0] if maps else torch.zeros(len(tokens), latent_size, latent_size)
-        if previews:
+        if previews == "fast":
+            dec = fast_preview(torch.cat([latent, x0]), pmap, trace.scaling_factor)
+        elif previews == "vae":
             dec = to_uint8(vae.decode(torch.cat([latent, x0]) / vae.config.scaling_factor).sample)
         else:
-            dec = np.zeros((2, trace.image_size, trace.image_size, 3), np.uint8)
+            dec = np.zeros((2, latent_size, latent_size, 3), np.uint8)
         sa = None
         if self_attn_layer is not None:
             sa = sink[self_attn_layer][-1][-1].half().numpy() if sink.get(self_attn_layer) else None

@@ -71,7 +71,7 @@ def head_of(dm: DiffusionModel, req: capture.Request) -> dict:
     return {
         "model": dm.name, "tokens": tokens[:n] + (["(padding)"] if n < len(tokens) else []), "n_tokens": n,
         "truncated": truncated, "max_tokens": limit, "steps": len(scheduler.timesteps), "steps_asked": req.steps,
-        "image_size": dm.image_size,
+        "image_size": dm.image_size, "preview": "fast",
         "latent_size": dm.pipe.unet.config.sample_size,
         "notice": f"The prompt was longer than the model's {limit} tokens; it was cut to the first {limit}." if truncated else None,
     }
@@ -165,6 +165,19 @@ async def layers(body: schemas.DiffusionLayersIn, registry: RegistryDep, streams
         raise HTTPException(422, f"step {body.step} is out of range: the run has steps 0–{len(trace.steps) - 1}.")
     s = trace.steps[body.step]
     return {"tokens": trace.tokens, "layers": {name: encode(m).model_dump() for name, m in s.layers.items()}}
+
+
+@router.post("/decode")
+async def decode(body: schemas.DiffusionDecodeIn, registry: RegistryDep, streams: StreamsDep):
+    """The exact picture of one step of a finished run: its latent x_t or its x̂₀ through the VAE
+    (the stream carries fast previews; this is what a page shows for the step it stops at)."""
+    dm = diffusion_model(registry, body.model)
+    trace = cached_trace(dm, to_request(body), streams)
+    if body.step >= len(trace.steps):
+        raise HTTPException(422, f"step {body.step} is out of range: the run has steps 0–{len(trace.steps) - 1}.")
+    s = trace.steps[body.step]
+    image = await asyncio.to_thread(capture.decode, dm, s.latent if body.which == "latent" else s.x0, trace.scaling_factor)
+    return {"step": body.step, "which": body.which, "image": png(image)}
 
 
 @router.post("/paths", response_model=schemas.PathsOut)

@@ -12,9 +12,37 @@ let head = null; // the run's head event: tokens, notices, sizes
 let steps = []; // decoded steps of run A
 let stepsB = []; // ... of run B (compare)
 let finished = false;
+let finishedB = false;
 let hoverWord = null; // a token hovered (shown until the pointer leaves); state.word is the pinned one
 let controller = null; // aborts every stream of the current run
 let timer = null; // play
+let shown = 0; // numbers the steps shown, so a late exact decode never lands on another step
+// The stream carries fast previews (a linear map of the latent); a finished run's steps are decoded
+// exactly by the VAE on demand, once each: key [run body, step, latent|x0] -> Promise of a data URL.
+const exact = new Map();
+
+function exactImage(body, i, which) {
+  const key = JSON.stringify([body, i, which]);
+  if (!exact.has(key)) {
+    const p = api("/api/diffusion/decode", { ...body, step: i, which }).then((r) => r.image);
+    p.catch(() => exact.delete(key)); // evicted from the server's cache: keep the preview, ask again later
+    exact.set(key, p);
+  }
+  return exact.get(key);
+}
+
+/** Put the exact picture of step i (run A, or B) where the fast preview is, if it is still shown. */
+function upgrade(i) {
+  const my = ++shown;
+  const fresh = (fn) => (url) => { if (my === shown) fn(url); };
+  const quiet = () => {}; // the fast preview stays; nothing is wrong with the page
+  exactImage(runBody(state), i, "latent").then(fresh((url) => { $("latent-img").src = url; }), quiet);
+  exactImage(runBody(state), i, "x0").then(fresh((url) => { steps[i].exact_x0 = url; drawX0(i); }), quiet);
+  if (!$("compare-view").hidden) {
+    exactImage(runBody(state), i, "x0").then(fresh((url) => { $("a-img").src = url; }), quiet);
+    if (finishedB && stepsB[i]) exactImage(bodyB(), i, "x0").then(fresh((url) => { $("b-img").src = url; }), quiet);
+  }
+}
 
 // ---------------------------------------------------------------------------------------------
 // Running
@@ -106,6 +134,7 @@ async function run({ keepStep = false } = {}) {
   $("step").disabled = false;
   const at = state.step >= 0 && state.step < steps.length ? state.step : steps.length - 1;
   show(at);
+  upgradeStrip();
   try {
     if (state.cmp && state.b !== null) await compare(signal);
     await drawPaths(signal);
@@ -114,36 +143,43 @@ async function run({ keepStep = false } = {}) {
   }
 }
 
+function bodyB() {
+  return runBody(state, state.cmp === "guidance" ? { guidance: Number(state.b) } : { seed: Math.max(0, Math.round(Number(state.b))) });
+}
+
 /** Run B: run A with one setting changed. */
 async function compare(signal) {
   stepsB = [];
+  finishedB = false;
   $("compare-view").hidden = false;
-  const change = state.cmp === "guidance" ? { guidance: Number(state.b) } : { seed: Math.max(0, Math.round(Number(state.b))) };
-  const what = state.cmp === "guidance" ? `guidance ${change.guidance}` : `seed ${change.seed}`;
+  const body = bodyB();
+  const what = state.cmp === "guidance" ? `guidance ${body.guidance}` : `seed ${body.seed}`;
   $("a-caption").textContent = `A: ${state.cmp === "guidance" ? `guidance ${state.guidance}` : `seed ${state.seed}`}`;
   $("b-caption").textContent = `B: ${what} (running…)`;
   try {
-    await streamRun(runBody(state, change), {
+    await streamRun(body, {
       step: (s) => {
         stepsB.push(decodeStep(s));
-        $("b-caption").textContent = `B: ${what} (step ${stepsB.length} of ${state.steps})`;
+        $("b-caption").textContent = `B: ${what} (step ${stepsB.length})`;
         showCompare();
       },
-      done: () => { $("b-caption").textContent = `B: ${what}`; },
+      done: () => {
+        finishedB = true;
+        $("b-caption").textContent = `B: ${what}`;
+      },
     }, signal);
   } catch (e) {
     if (e.name === "AbortError") throw e;
     showError(e instanceof ApiError ? e.message : `Something went wrong in the page: ${e.message}`);
   }
   showCompare();
+  upgrade(shownIndex());
 }
 
 /** The runs on the latent map: A, B when compared, then `more` runs with the next seeds. */
 function mapRuns() {
   const runs = [runBody(state)];
-  if (state.cmp && state.b !== null && stepsB.length) {
-    runs.push(runBody(state, state.cmp === "guidance" ? { guidance: Number(state.b) } : { seed: Math.max(0, Math.round(Number(state.b))) }));
-  }
+  if (state.cmp && state.b !== null && stepsB.length) runs.push(bodyB());
   for (let k = 1; k <= state.more && runs.length < 8; k++) runs.push(runBody(state, { seed: (state.seed + k) % 2 ** 32 }));
   return runs;
 }
@@ -200,6 +236,7 @@ function show(i, { live = false } = {}) {
   showCompare();
   markStrip(i);
   if (!live) writeState(state);
+  if (finished && !live) upgrade(i);
 }
 
 function shownIndex() {
@@ -210,9 +247,12 @@ function drawX0(i) {
   const s = steps[i];
   const w = currentWord();
   const side = head.image_size;
+  const url = s.exact_x0 || s.preview_x0;
+  const kind = s.exact_x0 ? "VAE decode" : "fast preview";
+  $("x0").dataset.kind = kind;
   if (w < 0 || w >= s.words.shape[0]) {
-    $("x0-caption").textContent = `Predicted clean image x̂₀ at step ${i + 1}. Hover a token above to see where the picture looks at it.`;
-    react($("x0"), pictureWithHeat(s.preview_x0, side, null));
+    $("x0-caption").textContent = `Predicted clean image x̂₀ at step ${i + 1} (${kind}). Hover a token above to see where the picture looks at it.`;
+    react($("x0"), pictureWithHeat(url, side, null));
     $("x0").dataset.word = "";
     return;
   }
@@ -220,9 +260,9 @@ function drawX0(i) {
   let peak = 0;
   for (const row of map) for (const v of row) peak = Math.max(peak, v);
   const label = tokenLabel(head.tokens[w], w);
-  $("x0-caption").textContent = `Where the picture looks at “${label}” at step ${i + 1} (cross-attention, mean of layers and heads; peak ${fmt(peak, 2)})`;
+  $("x0-caption").textContent = `Where the picture looks at “${label}” at step ${i + 1} (cross-attention, mean of layers and heads; peak ${fmt(peak, 2)}; ${kind})`;
   $("x0").dataset.word = label;
-  react($("x0"), pictureWithHeat(s.preview_x0, side, map, { valueName: `attention to ${label}` }));
+  react($("x0"), pictureWithHeat(url, side, map, { valueName: `attention to ${label}` }));
 }
 
 function drawNoise(i) {
@@ -242,7 +282,7 @@ function drawNoise(i) {
 function showCompare() {
   if ($("compare-view").hidden) return;
   const i = shownIndex();
-  if (steps[i]) $("a-img").src = steps[i].preview_x0;
+  if (steps[i]) $("a-img").src = steps[i].exact_x0 || steps[i].preview_x0;
   const b = stepsB[Math.min(i, stepsB.length - 1)];
   if (b) $("b-img").src = b.preview_x0;
 }
@@ -281,6 +321,14 @@ function renderWords() {
       if (steps.length) drawX0(shownIndex());
     });
     box.append(chip);
+  });
+}
+
+/** The strip's pictures as the VAE decodes them, once the run is done. */
+function upgradeStrip() {
+  const body = runBody(state);
+  $("strip").querySelectorAll(".strip-item").forEach((b) => {
+    exactImage(body, Number(b.dataset.step), "x0").then((url) => { b.querySelector("img").src = url; }, () => {});
   });
 }
 

@@ -134,3 +134,26 @@ def test_no_guidance_runs_one_branch(dm):
 def test_unknown_scheduler(dm):
     with pytest.raises(ValueError, match="unknown scheduler"):
         capture.make_scheduler(dm.pipe, "bogus")
+
+
+def test_previews_fast_by_the_fitted_map_and_exact_by_the_vae(dm):
+    """Fast previews are the fitted linear map applied to each latent pixel (recomputed here in numpy);
+    "vae" previews are the VAE decode of the step's latent, which decode() also gives on demand."""
+    req = capture.Request("a red star", seed=5, steps=2, scheduler="ddim")
+    fast = capture.run(dm, req)
+    m = capture.preview_map(dm)
+    assert m.shape == (5, 3)
+    for s in fast.steps:
+        z = s.latent.astype(np.float64) / fast.scaling_factor  # [4, h, w]
+        rgb = np.einsum("chw,cd->hwd", z, m[:4]) + m[4]
+        want = np.clip(rgb / 2 + 0.5, 0, 1) * 255
+        assert s.preview.shape == (fast.latent_size, fast.latent_size, 3)
+        assert np.abs(s.preview.astype(float) - want).max() <= 1.01
+    exact = capture.run(dm, req, previews="vae")
+    for s in exact.steps:
+        assert s.preview.shape == (exact.image_size, exact.image_size, 3)
+        assert np.abs(s.preview.astype(int) - capture.decode(dm, s.latent, exact.scaling_factor).astype(int)).max() <= 1
+        assert np.abs(s.preview_x0.astype(int) - capture.decode(dm, s.x0, exact.scaling_factor).astype(int)).max() <= 1
+    np.testing.assert_array_equal(exact.image, fast.image)  # previews never change the run
+    with pytest.raises(ValueError, match="previews"):
+        capture.run(dm, req, previews="pretty")

@@ -61,7 +61,7 @@ class Recipe:
     text_heads: int = 4
     text_ffn: int = 256
     # UNet
-    unet_channels: tuple[int, ...] = (32, 64, 64)  # a 4 × 4 level: there every pixel sees a border, so "top left" is learnable
+    unet_channels: tuple[int, ...] = (32, 64)
     unet_heads: int = 2
     steps: int = 4000
     batch_size: int = 64

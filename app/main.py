@@ -15,7 +15,7 @@ from fastapi.responses import FileResponse, JSONResponse, PlainTextResponse
 from fastapi.staticfiles import StaticFiles
 
 from app import schemas
-from app.registry import load_registry
+from app.registry import UnknownModel, load_registry
 from app.routes import vision
 from app.capture import diffusion as diffusion_capture
 from app.routes import diffusion, pages, text
@@ -79,6 +79,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             where = ".".join(str(p) for p in e["loc"] if p != "body") or "body"
             parts.append(f"{where}: {e['msg']}")
         return JSONResponse({"error": "invalid request", "detail": "; ".join(parts)}, 422)
+
+    @app.exception_handler(UnknownModel)
+    async def unknown_model(request: Request, exc: UnknownModel):
+        return JSONResponse({"error": http_reason(404), "detail": str(exc)}, 404)
 
     @app.exception_handler(Busy)
     async def busy(request: Request, exc: Busy):

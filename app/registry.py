@@ -84,32 +84,29 @@ class Registry:
     diffusion: dict[str, DiffusionModel] = field(default_factory=dict)
 
     def diffusion_model(self, name: str | None) -> DiffusionModel:
-        if not self.diffusion:
-            raise KeyError("This server runs no Stable Diffusion model (start it with --sd NAME_OR_PATH).")
-        if name is None:
-            return next(iter(self.diffusion.values()))
-        try:
-            return self.diffusion[name]
-        except KeyError:
-            raise KeyError(f"Unknown model {name!r}; this server has: {', '.join(self.diffusion)}") from None
+        return _pick(self.diffusion, name, "This server runs no Stable Diffusion model (start it with --sd NAME_OR_PATH).")
 
     def vision_model(self, name: str | None) -> VisionModel:
-        if not self.vision:
-            raise KeyError("This server runs no ViT model (start it with --vit NAME_OR_PATH).")
-        if name is None:
-            return next(iter(self.vision.values()))
-        try:
-            return self.vision[name]
-        except KeyError:
-            raise KeyError(f"Unknown model {name!r}; this server has: {', '.join(self.vision)}") from None
+        return _pick(self.vision, name, "This server runs no ViT model (start it with --vit NAME_OR_PATH).")
 
     def text_model(self, name: str | None) -> TextModel:
-        if name is None:
-            return next(iter(self.text.values()))
-        try:
-            return self.text[name]
-        except KeyError:
-            raise KeyError(f"Unknown model {name!r}; this server has: {', '.join(self.text)}") from None
+        return _pick(self.text, name, "This server runs no GPT-2 model.")
+
+
+class UnknownModel(LookupError):
+    """A request named a model this server was not started with (the app answers 404)."""
+
+
+def _pick(models: dict, name: str | None, none_served: str):
+    """The served model called `name`, or the first one when name is None."""
+    if not models:
+        raise UnknownModel(none_served)
+    if name is None:
+        return next(iter(models.values()))
+    try:
+        return models[name]
+    except KeyError:
+        raise UnknownModel(f"Unknown model {name!r}; this server has: {', '.join(models)}") from None
 
 
 def _check_folder(path: Path, needed: list[str]) -> None:

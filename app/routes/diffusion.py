@@ -9,8 +9,6 @@ its next step.
 from __future__ import annotations
 
 import asyncio
-import base64
-import io
 import json
 import math
 from typing import Annotated
@@ -19,11 +17,11 @@ import numpy as np
 import torch
 from fastapi import APIRouter, Depends, HTTPException, Request
 from fastapi.responses import StreamingResponse
-from PIL import Image
 
 from app import schemas
 from app.capture import diffusion as capture
-from app.registry import DiffusionModel, Registry
+from app.images import png_data_url
+from app.registry import DiffusionModel
 from app.routes.text import RegistryDep
 from app.runs import LiveRun, StreamRunner
 from app.wire import encode
@@ -38,17 +36,10 @@ def get_streams(request: Request) -> StreamRunner:
 StreamsDep = Annotated[StreamRunner, Depends(get_streams)]
 
 
-def diffusion_model(registry: Registry, name: str | None) -> DiffusionModel:
-    try:
-        return registry.diffusion_model(name)
-    except KeyError as e:
-        raise HTTPException(404, e.args[0]) from None
-
 
 def png(a: np.ndarray) -> str:
-    buf = io.BytesIO()
-    Image.fromarray(a).save(buf, format="PNG")
-    return "data:image/png;base64," + base64.b64encode(buf.getvalue()).decode("ascii")
+    """A picture as a PNG data URL at its own size (the page scales it, pixelated)."""
+    return png_data_url(a, min_side=1)
 
 
 def to_request(body: schemas.DiffusionIn) -> capture.Request:
@@ -120,7 +111,7 @@ def start_run(dm: DiffusionModel, req: capture.Request, streams: StreamRunner) -
 async def run(body: schemas.DiffusionIn, request: Request, registry: RegistryDep, streams: StreamsDep):
     """Run (or replay from the cache) a text-to-image generation, streamed as Server-Sent Events:
     `head` (tokens, notices), one `step` per denoising step, then `done` (the image) or `error`."""
-    dm = diffusion_model(registry, body.model)
+    dm = registry.diffusion_model(body.model)
     req = to_request(body)
     live = start_run(dm, req, streams)  # Busy -> 503 + Retry-After before anything is streamed
 
@@ -159,7 +150,7 @@ def cached_trace(dm: DiffusionModel, req: capture.Request, streams: StreamRunner
 @router.post("/layers")
 async def layers(body: schemas.DiffusionLayersIn, registry: RegistryDep, streams: StreamsDep):
     """The raw cross-attention of every layer at one step of a finished run: [heads, pixels, tokens]."""
-    dm = diffusion_model(registry, body.model)
+    dm = registry.diffusion_model(body.model)
     trace = cached_trace(dm, to_request(body), streams)
     if body.step >= len(trace.steps):
         raise HTTPException(422, f"step {body.step} is out of range: the run has steps 0–{len(trace.steps) - 1}.")
@@ -171,7 +162,7 @@ async def layers(body: schemas.DiffusionLayersIn, registry: RegistryDep, streams
 async def decode(body: schemas.DiffusionDecodeIn, registry: RegistryDep, streams: StreamsDep):
     """The exact picture of one step of a finished run: its latent x_t or its x̂₀ through the VAE
     (the stream carries fast previews; this is what a page shows for the step it stops at)."""
-    dm = diffusion_model(registry, body.model)
+    dm = registry.diffusion_model(body.model)
     trace = cached_trace(dm, to_request(body), streams)
     if body.step >= len(trace.steps):
         raise HTTPException(422, f"step {body.step} is out of range: the run has steps 0–{len(trace.steps) - 1}.")
@@ -186,7 +177,7 @@ async def paths(body: schemas.RunsIn, registry: RegistryDep, streams: StreamsDep
     the path each run takes from noise to image, on one map."""
     traces = []
     for r in body.runs:
-        dm = diffusion_model(registry, r.model)
+        dm = registry.diffusion_model(r.model)
         traces.append(cached_trace(dm, to_request(r), streams))
     x = np.concatenate([np.stack([s.latent.ravel() for s in t.steps]) for t in traces])
     x = x - x.mean(0)
@@ -205,7 +196,7 @@ async def paths(body: schemas.RunsIn, registry: RegistryDep, streams: StreamsDep
 async def forward(body: schemas.ForwardIn, registry: RegistryDep):
     """The forward process on a drawn scene: encode with the VAE, add the noise of timestep t
     (x_t = √ᾱ·z + √(1−ᾱ)·ε), decode; the same noise level applied to pixels beside it."""
-    dm = diffusion_model(registry, body.model)
+    dm = registry.diffusion_model(body.model)
     return await asyncio.to_thread(forward_process, dm, body)
 
 

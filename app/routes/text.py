@@ -34,15 +34,9 @@ RegistryDep = Annotated[Registry, Depends(get_registry)]
 RunnerDep = Annotated[Runner, Depends(get_runner)]
 
 
-def text_model(registry: Registry, name: str | None) -> TextModel:
-    try:
-        return registry.text_model(name)
-    except KeyError as e:
-        raise HTTPException(404, e.args[0]) from None
-
 
 async def get_trace(body: schemas.TextIn, registry: Registry, runner: Runner) -> tuple[TextModel, capture.TextTrace]:
-    tm = text_model(registry, body.model)
+    tm = registry.text_model(body.model)
     if not body.text:
         raise HTTPException(422, "The text is empty: type a few words.")
     try:

@@ -30,12 +30,6 @@ GONE = (
 )
 
 
-def vision_model(registry: Registry, name: str | None) -> VisionModel:
-    try:
-        return registry.vision_model(name)
-    except KeyError as e:
-        raise HTTPException(404, e.args[0]) from None
-
 
 def input_side(vm: VisionModel) -> int:
     return capture.pair(vm.config.image_size)[0]
@@ -56,7 +50,7 @@ async def run_capture(runner: Runner, vm: VisionModel, image_id: str, load) -> c
 
 
 async def get_trace(body: schemas.VisionIn, registry: Registry, runner: Runner) -> capture.VisionTrace:
-    vm = vision_model(registry, body.model)
+    vm = registry.vision_model(body.model)
     if body.image.startswith("u-"):
         t = runner.cache.get(("vision", vm.name, body.image))
         if t is None:
@@ -133,7 +127,7 @@ async def upload(
     """Upload a picture as the raw request body (PNG, JPEG, WebP or a still GIF; limits in the README)
     and trace it like /trace. The answer's `image` is the id to send with the other calls."""
     settings = request.app.state.settings
-    vm = vision_model(registry, model)
+    vm = registry.vision_model(model)
     data = await read_body(request, settings.upload_max_bytes)
     if not data:
         raise HTTPException(415, "The upload is empty: choose an image file.")

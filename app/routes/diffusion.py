@@ -147,14 +147,19 @@ def cached_trace(dm: DiffusionModel, req: capture.Request, streams: StreamRunner
     return trace
 
 
+def cached_step(dm: DiffusionModel, body: schemas.DiffusionLayersIn, streams: StreamRunner) -> tuple[capture.Trace, capture.Step]:
+    """A finished run's trace and its step `body.step` (422 past its last step)."""
+    trace = cached_trace(dm, to_request(body), streams)
+    if body.step >= len(trace.steps):
+        raise HTTPException(422, f"step {body.step} is out of range: the run has steps 0–{len(trace.steps) - 1}.")
+    return trace, trace.steps[body.step]
+
+
 @router.post("/layers")
 async def layers(body: schemas.DiffusionLayersIn, registry: RegistryDep, streams: StreamsDep):
     """The raw cross-attention of every layer at one step of a finished run: [heads, pixels, tokens]."""
     dm = registry.diffusion_model(body.model)
-    trace = cached_trace(dm, to_request(body), streams)
-    if body.step >= len(trace.steps):
-        raise HTTPException(422, f"step {body.step} is out of range: the run has steps 0–{len(trace.steps) - 1}.")
-    s = trace.steps[body.step]
+    trace, s = cached_step(dm, body, streams)
     return {"tokens": trace.tokens, "layers": {name: encode(m).model_dump() for name, m in s.layers.items()}}
 
 
@@ -163,10 +168,7 @@ async def decode(body: schemas.DiffusionDecodeIn, registry: RegistryDep, streams
     """The exact picture of one step of a finished run: its latent x_t or its x̂₀ through the VAE
     (the stream carries fast previews; this is what a page shows for the step it stops at)."""
     dm = registry.diffusion_model(body.model)
-    trace = cached_trace(dm, to_request(body), streams)
-    if body.step >= len(trace.steps):
-        raise HTTPException(422, f"step {body.step} is out of range: the run has steps 0–{len(trace.steps) - 1}.")
-    s = trace.steps[body.step]
+    trace, s = cached_step(dm, body, streams)
     image = await asyncio.to_thread(capture.decode, dm, s.latent if body.which == "latent" else s.x0, trace.scaling_factor)
     return {"step": body.step, "which": body.which, "image": png(image)}
 

@@ -198,6 +198,11 @@ def to_uint8(images: torch.Tensor) -> np.ndarray:
     return (images / 2 + 0.5).clamp(0, 1).permute(0, 2, 3, 1).mul(255).round().to(torch.uint8).cpu().numpy()
 
 
+def from_uint8(images: np.ndarray) -> torch.Tensor:
+    """uint8 [n, H, W, 3] -> [n, 3, H, W] in [-1, 1], what the VAE encodes (to_uint8's inverse)."""
+    return torch.from_numpy(np.ascontiguousarray(images)).permute(0, 3, 1, 2).float() / 127.5 - 1
+
+
 def alpha_bar(scheduler, t) -> float:
     """ᾱ_t of the training schedule at (possibly fractional) timestep t, for x̂₀."""
     ac = scheduler.alphas_cumprod
@@ -221,7 +226,7 @@ def preview_map(dm) -> np.ndarray:
     vae, side = dm.pipe.vae, dm.image_size
     n = 8 if side <= 128 else 2  # an SD 1.5 encode at 512 px is slow on a CPU; two scenes fit 15 numbers
     imgs = np.stack([np.asarray(render(random_scene(random.Random(k), n_objects=1 + k % 2), side)[0]) for k in range(n)])
-    x = torch.from_numpy(imgs).permute(0, 3, 1, 2).float().div(127.5).sub(1)
+    x = from_uint8(imgs)
     with torch.no_grad():
         z = vae.encode(x.to(vae.device, vae.dtype)).latent_dist.mean.float().cpu()
     target = F.adaptive_avg_pool2d(x, z.shape[-2:])  # the picture at the latent's resolution

@@ -213,7 +213,7 @@ def forward_process(dm: DiffusionModel, body: schemas.ForwardIn) -> schemas.Forw
     img, _ = render(scene, size)
     vae = dm.pipe.vae
     dtype, device = vae.dtype, vae.device
-    x = torch.from_numpy(np.asarray(img)).permute(2, 0, 1)[None].float().div(127.5).sub(1).to(device, dtype)
+    x = capture.from_uint8(np.asarray(img)[None]).to(device, dtype)
     z = vae.encode(x).latent_dist.mean * vae.config.scaling_factor
     ab = float(dm.pipe.scheduler.alphas_cumprod[body.t])
     g = torch.Generator("cpu").manual_seed(body.seed)

@@ -31,6 +31,7 @@ import torch
 import torch.nn.functional as F
 from tqdm import tqdm
 
+from app.capture.diffusion import from_uint8
 from app.shapes import COLOURS, POSITIONS, SHAPES, SIZES, Shape, random_scene, render
 from app.training.schedule import warmup_cosine
 
@@ -199,10 +200,6 @@ def noise_scheduler():
     return DDPMScheduler(num_train_timesteps=1000, beta_schedule="scaled_linear", beta_start=0.00085, beta_end=0.012)
 
 
-def to_unit(imgs: np.ndarray) -> torch.Tensor:
-    return torch.from_numpy(imgs).permute(0, 3, 1, 2).float() / 127.5 - 1
-
-
 def train_vae(imgs: np.ndarray, r: Recipe, run_dir: Path):
     vae = build_vae(r)
     ckpt = run_dir / "vae.pt"
@@ -218,7 +215,7 @@ def train_vae(imgs: np.ndarray, r: Recipe, run_dir: Path):
         bar = tqdm(range(state["step"], r.vae_steps), initial=state["step"], total=r.vae_steps, desc="vae", unit="step")
         for step in bar:
             gen = torch.Generator().manual_seed(r.seed * 7919 + step)
-            x = to_unit(imgs[torch.randint(0, len(imgs), (r.vae_batch,), generator=gen).numpy()])
+            x = from_uint8(imgs[torch.randint(0, len(imgs), (r.vae_batch,), generator=gen).numpy()])
             y0, x0 = (int(v) for v in torch.randint(0, r.image_size - r.vae_crop + 1, (2,), generator=gen) // 4 * 4)
             x = x[:, :, y0 : y0 + r.vae_crop, x0 : x0 + r.vae_crop]
             for g in opt.param_groups:
@@ -247,7 +244,7 @@ def encode_all(vae, imgs: np.ndarray, run_dir: Path) -> torch.Tensor:
     path = run_dir / "latents.pt"
     if path.exists():
         return torch.load(path)
-    out = torch.cat([vae.encode(to_unit(imgs[s : s + 256])).latent_dist.mean
+    out = torch.cat([vae.encode(from_uint8(imgs[s : s + 256])).latent_dist.mean
                      for s in tqdm(range(0, len(imgs), 256), desc="encoding", unit="batch", leave=False)])
     torch.save(out, path)
     return out

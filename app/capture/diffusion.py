@@ -10,11 +10,17 @@ loss, so what is trained is exactly what the page shows.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass, field
 
+import numpy as np
 import torch
+import torch.nn.functional as F
 from diffusers.models.attention_processor import Attention, AttnProcessor2_0
+
+from app.capture.hooks import hooked
 
 
 class RecordingProcessor:
@@ -90,14 +96,6 @@ def recording(unet, *, self_attn_layer: str | None = None, detach: bool = True) 
 
 # ---------------------------------------------------------------------------------------------
 # A whole run: every denoising step, recorded while the pipeline itself runs.
-
-import math  # noqa: E402
-from dataclasses import dataclass, field  # noqa: E402
-
-import numpy as np  # noqa: E402
-import torch.nn.functional as F  # noqa: E402
-
-from app.capture.hooks import hooked  # noqa: E402
 
 SCHEDULERS = {
     "default": None,  # the pipeline's own scheduler, as it was saved

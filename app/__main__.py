@@ -38,10 +38,16 @@ def main(argv: list[str] | None = None) -> None:
                 os.environ[f"GLASSBOX_{name.upper()}"] = str(value)
         import uvicorn
 
+        from app.main import create_app
+        from app.registry import ModelLoadError, load_registry
         from app.settings import get_settings
 
         s = get_settings()
-        uvicorn.run("app.main:create_app", factory=True, host=s.host, port=s.port, log_level="info")
+        try:  # before the server starts: a missing or corrupt folder is one line, not a traceback
+            registry = load_registry(s)
+        except ModelLoadError as e:
+            sys.exit(f"glassbox: error: {e}")
+        uvicorn.run(create_app(s, registry), host=s.host, port=s.port, log_level="info")
     elif args.command == "train":
         if args.family == "gpt2":
             from app.training import gpt2

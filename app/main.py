@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from contextlib import asynccontextmanager
-from http import HTTPStatus
 from pathlib import Path
 
 import plotly
@@ -15,10 +14,12 @@ from fastapi.responses import FileResponse, JSONResponse, PlainTextResponse
 from fastapi.staticfiles import StaticFiles
 
 from app import schemas
-from app.registry import UnknownModel, load_registry
+from app.middleware import Guard, error_body
+from app.registry import Registry, UnknownModel, load_registry
 from app.routes import vision
 from app.capture import diffusion as diffusion_capture
 from app.routes import diffusion, pages, text
+from app.routes import rooms
 from app.runs import Busy, Runner, StreamRunner
 from app.settings import ROOT, Settings, get_settings
 
@@ -26,21 +27,13 @@ from app.settings import ROOT, Settings, get_settings
 PLOTLY_JS = Path(plotly.__file__).parent / "package_data" / "plotly.min.js"
 SWAGGER_DIR = Path(swagger_ui_bundle.swagger_ui_path)  # Swagger UI 5 (reads OpenAPI 3.1), offline too
 
-SECURITY_HEADERS = {
-    # Plotly sets inline styles on its SVG; scripts only from this server, never inline.
-    "Content-Security-Policy": "default-src 'self'; script-src 'self'; style-src 'self' 'unsafe-inline'; "
-    "img-src 'self' data: blob:; object-src 'none'; base-uri 'none'; frame-ancestors 'self'",
-    "X-Content-Type-Options": "nosniff",
-    "Referrer-Policy": "no-referrer",
-}
-
-
-def create_app(settings: Settings | None = None) -> FastAPI:
+def create_app(settings: Settings | None = None, registry: Registry | None = None) -> FastAPI:
+    """registry: models already loaded (`glassbox serve` loads them first, to fail in one line)."""
     settings = settings or get_settings()
 
     @asynccontextmanager
     async def lifespan(app: FastAPI):
-        app.state.registry = load_registry(settings)
+        app.state.registry = registry or load_registry(settings)
         yield
 
     app = FastAPI(
@@ -58,19 +51,12 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.runner = Runner(settings.max_concurrent_runs, settings.max_queued_runs, settings.trace_cache_bytes)
     app.state.streams = StreamRunner(settings.max_concurrent_diffusion, settings.max_queued_diffusion, settings.diffusion_cache_bytes)
 
-    @app.middleware("http")
-    async def security_headers(request: Request, call_next):
-        response = await call_next(request)
-        response.headers.update(SECURITY_HEADERS)
-        if request.url.path == "/docs":  # Swagger UI starts itself with one inline script
-            response.headers["Content-Security-Policy"] = SECURITY_HEADERS["Content-Security-Policy"].replace(
-                "script-src 'self'", "script-src 'self' 'unsafe-inline'"
-            )
-        return response
+    # The upload reads its body under its own, larger bound (upload_max_bytes); every other body this one.
+    app.add_middleware(Guard, max_body_bytes=settings.max_body_bytes, self_bounded=frozenset({"/api/vision/upload"}))
 
     @app.exception_handler(HTTPException)
     async def http_error(request: Request, exc: HTTPException):
-        return JSONResponse({"error": http_reason(exc.status_code), "detail": str(exc.detail)}, exc.status_code, headers=exc.headers)
+        return JSONResponse(error_body(exc.status_code, str(exc.detail)), exc.status_code, headers=exc.headers)
 
     @app.exception_handler(RequestValidationError)
     async def validation_error(request: Request, exc: RequestValidationError):
@@ -78,16 +64,16 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         for e in exc.errors():
             where = ".".join(str(p) for p in e["loc"] if p != "body") or "body"
             parts.append(f"{where}: {e['msg']}")
-        return JSONResponse({"error": "invalid request", "detail": "; ".join(parts)}, 422)
+        return JSONResponse(error_body(422, "; ".join(parts), "invalid request"), 422)
 
     @app.exception_handler(UnknownModel)
     async def unknown_model(request: Request, exc: UnknownModel):
-        return JSONResponse({"error": http_reason(404), "detail": str(exc)}, 404)
+        return JSONResponse(error_body(404, str(exc)), 404)
 
     @app.exception_handler(Busy)
     async def busy(request: Request, exc: Busy):
         return JSONResponse(
-            {"error": "busy", "detail": "The server is busy with other runs; try again in a moment."},
+            error_body(503, "The server is busy with other runs; try again in a moment.", "busy"),
             503,
             headers={"Retry-After": str(settings.retry_after_s)},
         )
@@ -180,11 +166,5 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(vision.router)
     app.include_router(diffusion.router)
     app.include_router(pages.router)
+    app.include_router(rooms.router)
     return app
-
-
-def http_reason(status: int) -> str:
-    try:
-        return HTTPStatus(status).phrase.lower()
-    except ValueError:
-        return "error"

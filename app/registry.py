@@ -141,7 +141,7 @@ def load_gpt2(name_or_path: str) -> TextModel:
     try:
         model = GPT2LMHeadModel.from_pretrained(name_or_path, attn_implementation="eager", use_safetensors=True)
         tokenizer = AutoTokenizer.from_pretrained(name_or_path)
-    except (OSError, ValueError) as e:
+    except Exception as e:  # noqa: BLE001 - a corrupt file raises anything (SafetensorError, KeyError...)
         raise ModelLoadError(f"could not load GPT-2 model {name_or_path!r}: {str(e).splitlines()[0]}") from e
     if model.config.model_type != "gpt2":
         raise ModelLoadError(f"{name_or_path!r} is a {model.config.model_type} model, not GPT-2")
@@ -164,7 +164,7 @@ def load_sd(name_or_path: str, device: str = "auto") -> DiffusionModel:
         pipe = StableDiffusionPipeline.from_pretrained(
             name_or_path, safety_checker=None, requires_safety_checker=False, use_safetensors=True, torch_dtype=dtype
         ).to(device)
-    except (OSError, ValueError, TypeError) as e:
+    except Exception as e:  # noqa: BLE001 - a corrupt file raises anything (SafetensorError, KeyError...)
         raise ModelLoadError(f"could not load Stable Diffusion pipeline {name_or_path!r}: {str(e).splitlines()[0]}") from e
     name, card = _name_and_card(name_or_path, path, local)
     log.info("loaded %s from %s on %s", name, name_or_path, device)
@@ -181,7 +181,7 @@ def load_vit(name_or_path: str) -> VisionModel:
     try:
         model = ViTForImageClassification.from_pretrained(name_or_path, attn_implementation="eager", use_safetensors=True)
         processor = AutoImageProcessor.from_pretrained(name_or_path)
-    except (OSError, ValueError) as e:
+    except Exception as e:  # noqa: BLE001 - a corrupt file raises anything (SafetensorError, KeyError...)
         raise ModelLoadError(f"could not load ViT model {name_or_path!r}: {str(e).splitlines()[0]}") from e
     if model.config.model_type != "vit":
         raise ModelLoadError(f"{name_or_path!r} is a {model.config.model_type} model, not ViT")

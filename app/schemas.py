@@ -4,14 +4,22 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, ConfigDict, Field
 
 from app.wire import Array
 
 TEXT_LIMIT = 20_000  # characters; the token limit is the model's context, checked after tokenizing
 
 
-class TextIn(BaseModel):
+class StrictIn(BaseModel):
+    """A request body. Strict: a number must be a JSON number, a string a JSON string. (Pydantic's lax
+    mode took `false` for 0 and "3" for 3, which the OpenAPI schema says are not valid; the pages send
+    numbers with Number().)"""
+
+    model_config = ConfigDict(strict=True)
+
+
+class TextIn(StrictIn):
     text: str = Field(max_length=TEXT_LIMIT, description="The text to run through the model.")
     model: str | None = Field(None, description="A served model's name (GET /api/models); default: the first.")
 
@@ -135,7 +143,7 @@ class LensOut(BaseModel):
 IMAGE_ID = r"^[a-z0-9-]{1,64}$"
 
 
-class VisionIn(BaseModel):
+class VisionIn(StrictIn):
     image: str = Field(pattern=IMAGE_ID, description="A gallery id (GET /api/vision/gallery) or an upload's id.")
     model: str | None = Field(None, description="A served ViT's name (GET /api/models); default: the first.")
 
@@ -231,6 +239,7 @@ class PatchOut(BaseModel):
 class ErrorOut(BaseModel):
     error: str
     detail: str
+    request_id: str | None = Field(None, description="Also in the server's log, beside the error.")
 
 
 # --- Stable Diffusion -------------------------------------------------------------------------
@@ -238,7 +247,7 @@ class ErrorOut(BaseModel):
 PROMPT_LIMIT = 1_000  # characters; the tokenizer's own limit truncates further, and the page says so
 
 
-class DiffusionIn(BaseModel):
+class DiffusionIn(StrictIn):
     prompt: str = Field(max_length=PROMPT_LIMIT, description="What to draw; empty draws unconditionally.")
     negative: str = Field("", max_length=PROMPT_LIMIT, description="The negative prompt (guidance pushes away from it).")
     seed: int = Field(0, ge=0, le=2**32 - 1)
@@ -256,11 +265,11 @@ class DiffusionDecodeIn(DiffusionLayersIn):
     which: Literal["latent", "x0"] = Field("x0", description="The step's latent x_t or its predicted clean latent x̂₀.")
 
 
-class RunsIn(BaseModel):
+class RunsIn(StrictIn):
     runs: list[DiffusionIn] = Field(min_length=1, max_length=8)
 
 
-class ForwardIn(BaseModel):
+class ForwardIn(StrictIn):
     t: int = Field(ge=0, le=999, description="Timestep of the forward (noising) process.")
     scene: int = Field(0, ge=0, le=10_000, description="Which drawn scene to noise.")
     seed: int = Field(0, ge=0, le=2**32 - 1, description="Seed of the added noise.")

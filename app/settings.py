@@ -32,6 +32,9 @@ class Settings(BaseSettings):
     # Uploaded images (ViT): larger ones get a 413. Read into memory only, never written to disk.
     upload_max_bytes: int = 20 * 2**20
     upload_max_pixels: int = 50_000_000  # by the header, before decoding: a decompression bomb stops here
+    # Any other request body (JSON); larger ones get a 413 before they are read. Generous for a
+    # 1,024-token text, far below what would hurt.
+    max_body_bytes: int = 256 * 2**10
     max_concurrent_runs: int = 2  # model runs at once; beyond the queue -> 503
     max_queued_runs: int = 16
     retry_after_s: int = 2
@@ -40,6 +43,13 @@ class Settings(BaseSettings):
     diffusion_cache_bytes: int = 512 * 2**20  # finished runs, by their array bytes
     max_diffusion_steps: int = 100
     torch_threads: int = 0  # 0: let torch decide
+
+    # Presenter rooms (classroom mode, app/rooms.py). Each follower holds one open event stream.
+    max_rooms: int = 50  # rooms at once; one more -> 503 with Retry-After (when the stalest expires)
+    max_followers_per_room: int = 100  # a large class, with room for reloads; one more -> 503
+    room_idle_s: float = 900  # a room ends this long after its presenter's last word (an open presenter page speaks every few s)
+    room_ping_s: float = 15  # a keep-alive comment on quiet streams, so proxies and browsers keep them open
+    room_state_max_bytes: int = 64 * 2**10  # a view's query string (fits a 20,000-character English text, URL-encoded)
 
 
 @lru_cache

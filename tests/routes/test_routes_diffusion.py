@@ -9,7 +9,6 @@ import base64
 import io
 import json
 import math
-import threading
 import time
 from collections.abc import Iterable, Iterator
 
@@ -19,8 +18,8 @@ import pytest
 import torch
 from PIL import Image
 
-from app.main import create_app
 from app.settings import Settings
+from tests.conftest import thread_server
 
 RUN = "/api/diffusion/run"
 PROMPT = "a red star at the top left"
@@ -87,7 +86,7 @@ def wait_idle(base: str, deadline_s: float = 180) -> dict:
 def assert_error(r, status: int, *words: str):
     assert r.status_code == status, r.text[:500]
     body = r.json()
-    assert set(body) == {"error", "detail"}, body
+    assert set(body) == {"error", "detail", "request_id"} and body["request_id"] == r.headers["x-request-id"], body
     for w in words:
         assert w in body["detail"], body["detail"]
 
@@ -362,32 +361,12 @@ def test_markup_in_the_prompt_is_carried_as_plain_text(sd_client, tiny_pipe):
 
 @pytest.fixture(scope="module")
 def no_queue_server(tiny_gpt2_dir, tiny_sd_dir):
-    """The app with max_concurrent_diffusion=1, max_queued_diffusion=0, served by uvicorn in a thread
-    (real HTTP, so a run can be left mid-stream and cancelled)."""
-    import uvicorn
-
-    from tests.conftest import free_port
-
+    """The app with max_concurrent_diffusion=1, max_queued_diffusion=0, over real HTTP (a run can be
+    left mid-stream and cancelled)."""
     settings = Settings(gpt2=str(tiny_gpt2_dir), sd=str(tiny_sd_dir), vit="", max_concurrent_diffusion=1,
                         max_queued_diffusion=0, retry_after_s=3)
-    port = free_port()
-    server = uvicorn.Server(uvicorn.Config(create_app(settings), host="127.0.0.1", port=port, log_level="warning"))
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    base = f"http://127.0.0.1:{port}"
-    deadline = time.time() + 120
-    while time.time() < deadline:
-        try:
-            if httpx.get(base + "/healthz", timeout=1).status_code == 200:
-                break
-        except httpx.HTTPError:
-            time.sleep(0.2)
-    else:
-        server.should_exit = True
-        raise RuntimeError("in-process server did not start")
-    yield base
-    server.should_exit = True
-    thread.join(30)
+    with thread_server(settings) as base:
+        yield base
 
 
 def test_full_queue_answers_503_with_retry_after(no_queue_server):

@@ -87,7 +87,8 @@ def test_bad_input_says_what_to_change(client, path, body, status, needle):
     r = client.post(path, json=body)
     assert r.status_code == status
     err = r.json()
-    assert set(err) == {"error", "detail"} and needle in err["detail"]
+    assert set(err) == {"error", "detail", "request_id"} and needle in err["detail"]
+    assert err["request_id"] == r.headers["x-request-id"]  # the same id as in the server log
 
 
 def test_nan_temperature_is_refused(client):

@@ -63,7 +63,7 @@ def seen(r) -> np.ndarray:
 def assert_error(r, status: int, *words: str):
     assert r.status_code == status, r.text
     body = r.json()
-    assert set(body) == {"error", "detail"}
+    assert set(body) == {"error", "detail", "request_id"} and body["request_id"] == r.headers["x-request-id"]
     for w in words:
         assert w in body["detail"], body["detail"]
 

@@ -57,7 +57,7 @@ class VisionTrace:
     d_model: int
     labels: list[str]  # class names, id2label order
     pixel_values: np.ndarray  # [3, H, W] what the model reads (resized, normalised)
-    seen: np.ndarray  # [H, W, 3] uint8: pixel_values un-normalised, the picture as the model sees it
+    normalisation: tuple  # (mean, std, rescale factor) of the processor, to undo for `seen`
     acts: dict[str, np.ndarray]  # hook name -> float32 array, shapes as in the module docstring
     logits: np.ndarray  # [classes]
     original: dict = field(default_factory=dict)  # format, width, height as uploaded
@@ -65,7 +65,13 @@ class VisionTrace:
 
     @property
     def nbytes(self) -> int:
-        return sum(a.nbytes for a in self.acts.values()) + self.pixel_values.nbytes + self.seen.nbytes + self.logits.nbytes
+        return sum(a.nbytes for a in self.acts.values()) + 2 * self.pixel_values.nbytes + self.logits.nbytes  # + `seen`
+
+    @property
+    def seen(self) -> np.ndarray:
+        """[H, W, 3] uint8: pixel_values un-normalised, the picture as the model sees it (for the page,
+        so made when a page first asks, not during the capture)."""
+        return _cached(self, "seen", lambda: unnormalise(self.normalisation, self.pixel_values))
 
     @property
     def n_patches(self) -> int:
@@ -91,15 +97,21 @@ def prepare(vm, image) -> torch.Tensor:
     return pv.to(vm.model.dtype)
 
 
-def unnormalise(processor, pv: np.ndarray) -> np.ndarray:
+def normalisation(processor) -> tuple:
+    """(mean, std, rescale factor) that the processor applied; None where it did not."""
+    norm = getattr(processor, "do_normalize", False)
+    return (processor.image_mean if norm else None, processor.image_std if norm else None,
+            processor.rescale_factor if getattr(processor, "do_rescale", False) else None)
+
+
+def unnormalise(norm: tuple, pv: np.ndarray) -> np.ndarray:
     """[3, H, W] pixel_values -> [H, W, 3] uint8, inverting the processor's normalise and rescale."""
+    mean, std, rescale = norm
     x = pv.astype(np.float32)  # exact enough for 0..255, and a third of the time of float64
-    if getattr(processor, "do_normalize", False):
-        mean = np.asarray(processor.image_mean, dtype=np.float32).reshape(-1, 1, 1)
-        std = np.asarray(processor.image_std, dtype=np.float32).reshape(-1, 1, 1)
-        x = x * std + mean
-    if getattr(processor, "do_rescale", False):
-        x = x / processor.rescale_factor
+    if mean is not None:
+        x = x * np.asarray(std, dtype=np.float32).reshape(-1, 1, 1) + np.asarray(mean, dtype=np.float32).reshape(-1, 1, 1)
+    if rescale is not None:
+        x = x / rescale
     return np.clip(x.transpose(1, 2, 0) + 0.5, 0, 255).astype(np.uint8)
 
 
@@ -173,7 +185,7 @@ def capture(vm, image, image_id: str, name: str, original: dict | None = None) -
         d_model=D,
         labels=vm.labels,
         pixel_values=pv,
-        seen=unnormalise(vm.processor, pv),
+        normalisation=normalisation(vm.processor),
         acts=arrays,
         logits=logits.float().numpy(),
         original=original or {},

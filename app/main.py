@@ -20,6 +20,7 @@ from app.routes import vision
 from app.capture import diffusion as diffusion_capture
 from app.routes import diffusion, pages, text
 from app.routes import rooms
+from app.routes import lessons
 from app.runs import Busy, Runner, StreamRunner
 from app.settings import ROOT, Settings, get_settings
 
@@ -167,4 +168,5 @@ def create_app(settings: Settings | None = None, registry: Registry | None = Non
     app.include_router(diffusion.router)
     app.include_router(pages.router)
     app.include_router(rooms.router)
+    app.include_router(lessons.router)
     return app

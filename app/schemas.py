@@ -308,3 +308,30 @@ class DiffusionModelOut(BaseModel):
 
 
 ModelsOut.model_rebuild()  # DiffusionModelOut is defined after it
+
+
+# ---------------------------------------------------------------------------------------------
+# Guided lessons (app/lessons.py)
+
+
+class LessonStepOut(BaseModel):
+    page: str
+    url: str  # the page with the step's view, the example put in, and the lesson's own keys
+    title: str
+    text: str
+
+
+class LessonOut(BaseModel):
+    id: str
+    family: str
+    title: str
+    summary: str
+    example: str  # the example the step URLs use
+    default_example: str
+    example_kind: Literal["text", "image", "prompt"]
+    example_label: str
+    steps: list[LessonStepOut]
+
+
+class LessonsOut(BaseModel):
+    lessons: list[LessonOut]

@@ -7,6 +7,7 @@ from __future__ import annotations
 from fastapi import APIRouter, HTTPException, Request
 from fastapi.templating import Jinja2Templates
 
+from app.lessons import LESSONS
 from app.settings import ROOT
 
 router = APIRouter(tags=["pages"], include_in_schema=False)
@@ -153,7 +154,7 @@ DIFFUSION_PAGES = [(f"/diffusion/{view}", page["nav"], page["desc"]) for view, p
 
 @router.get("/")
 async def home(request: Request):
-    return render(request, "home.html", models=served_models(request), title="glassbox")
+    return render(request, "home.html", models=served_models(request), lessons=list(LESSONS.values()), title="glassbox")
 
 
 def explorer_page(request: Request, views: dict, family: str, view: str, prefix: str, what: str):

@@ -153,6 +153,10 @@ export function readState(defaults) {
   return state;
 }
 
+// The lesson panel's keys (static/js/lesson.js, app/lessons.py): a page rewriting its own state keeps
+// them, so the URL stays the whole view (a reload or a presenter room stays in the lesson).
+export const LESSON_KEYS = ["lesson", "lstep", "example"];
+
 /** Write the state to the URL with history.replaceState (no reload, no new history entry). */
 export function writeState(state) {
   const params = new URLSearchParams();
@@ -160,6 +164,8 @@ export function writeState(state) {
     if (value === null || value === undefined || value === "") continue;
     params.set(key, String(value));
   }
+  const current = new URLSearchParams(window.location.search);
+  for (const key of LESSON_KEYS) if (current.has(key) && !params.has(key)) params.set(key, current.get(key));
   const url = `${window.location.pathname}?${params.toString()}`;
   window.history.replaceState(null, "", url);
 }

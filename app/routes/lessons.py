@@ -1,0 +1,73 @@
+"""Guided lessons: GET /api/lessons (every lesson, its step URLs), GET /api/lessons/{id}?example=
+(one lesson with the teacher's example put in; the lesson panel reads it), and the pages: /lessons
+(the index) and /lessons/{id}?example= (starts a lesson: a redirect to its first step)."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter, HTTPException, Request
+from fastapi.responses import RedirectResponse
+
+from app import images, schemas
+from app.lessons import LESSONS, Lesson
+from app.routes.pages import render
+
+router = APIRouter(tags=["lessons"])
+
+
+def get_lesson(lesson_id: str) -> Lesson:
+    if lesson_id not in LESSONS:
+        raise HTTPException(404, f"No lesson {lesson_id[:80]!r}; the lessons are: {', '.join(LESSONS)}.")
+    return LESSONS[lesson_id]
+
+
+def checked_example(lesson: Lesson, example: str | None) -> str | None:
+    if example is not None:
+        try:
+            lesson.check_example(example)
+        except ValueError as e:
+            raise HTTPException(422, str(e)) from None
+    return example
+
+
+def lesson_out(lesson: Lesson, example: str | None = None) -> schemas.LessonOut:
+    return schemas.LessonOut(
+        id=lesson.id,
+        family=lesson.family,
+        title=lesson.title,
+        summary=lesson.summary,
+        example=lesson.example if example is None else example,
+        default_example=lesson.example,
+        example_kind=lesson.example_kind,
+        example_label=lesson.example_label,
+        steps=[
+            schemas.LessonStepOut(page=s.page, url=lesson.url(k, example), title=s.title, text=s.text)
+            for k, s in enumerate(lesson.steps, 1)
+        ],
+    )
+
+
+@router.get("/api/lessons", response_model=schemas.LessonsOut)
+async def all_lessons():
+    """Every lesson with its steps, for the default examples."""
+    return schemas.LessonsOut(lessons=[lesson_out(lesson) for lesson in LESSONS.values()])
+
+
+@router.get("/api/lessons/{lesson_id}", response_model=schemas.LessonOut)
+async def one_lesson(lesson_id: str, example: str | None = None):
+    """One lesson; `example` replaces its example input (a text, a picture id, a prompt) in every step."""
+    lesson = get_lesson(lesson_id)
+    return lesson_out(lesson, checked_example(lesson, example))
+
+
+@router.get("/lessons", include_in_schema=False)
+async def lessons_page(request: Request):
+    return render(request, "lessons.html", title="Guided lessons", lessons=list(LESSONS.values()),
+                  gallery=images.gallery())
+
+
+@router.get("/lessons/{lesson_id}", include_in_schema=False)
+async def start_lesson(lesson_id: str, example: str | None = None):
+    lesson = get_lesson(lesson_id)
+    if example is not None and (example == lesson.example or not example.strip()):
+        example = None  # the index form sends the default (or nothing typed): keep the URL short
+    return RedirectResponse(lesson.url(1, checked_example(lesson, example)), status_code=303)

@@ -20,7 +20,7 @@ class StrictIn(BaseModel):
 
 
 class TextIn(StrictIn):
-    text: str = Field(max_length=TEXT_LIMIT, description="The text to run through the model.")
+    text: str = Field(max_length=TEXT_LIMIT, description="The text to run through the model.", examples=["The cat sat on the mat"])
     model: str | None = Field(None, description="A served model's name (GET /api/models); default: the first.")
 
 
@@ -30,12 +30,13 @@ class HeadIn(TextIn):
 
 
 class NextIn(TextIn):
-    temperature: float = Field(1.0, gt=0, le=100, allow_inf_nan=False, description="Softmax temperature, > 0.")
+    # From 0.01: logits / 5e-324 overflow to inf, and softmax(inf - inf) is NaN (a 500 in /generate).
+    temperature: float = Field(1.0, ge=0.01, le=100, allow_inf_nan=False, description="Softmax temperature, 0.01–100.")
     k: int = Field(10, ge=1, le=50, description="How many of the most likely tokens to return.")
 
 
 class GenerateIn(TextIn):
-    temperature: float = Field(1.0, gt=0, le=100, allow_inf_nan=False)
+    temperature: float = Field(1.0, ge=0.01, le=100, allow_inf_nan=False, description="Softmax temperature, 0.01–100.")
     seed: int | None = Field(None, ge=0, le=2**32 - 1, description="Fix it to make the draw repeatable.")
 
 
@@ -144,7 +145,8 @@ IMAGE_ID = r"^[a-z0-9-]{1,64}$"
 
 
 class VisionIn(StrictIn):
-    image: str = Field(pattern=IMAGE_ID, description="A gallery id (GET /api/vision/gallery) or an upload's id.")
+    image: str = Field(pattern=IMAGE_ID, description="A gallery id (GET /api/vision/gallery) or an upload's id.",
+                       examples=["scene-1"])
     model: str | None = Field(None, description="A served ViT's name (GET /api/models); default: the first.")
 
 
@@ -248,7 +250,7 @@ PROMPT_LIMIT = 1_000  # characters; the tokenizer's own limit truncates further,
 
 
 class DiffusionIn(StrictIn):
-    prompt: str = Field(max_length=PROMPT_LIMIT, description="What to draw; empty draws unconditionally.")
+    prompt: str = Field(max_length=PROMPT_LIMIT, description="What to draw; empty draws unconditionally.", examples=["a red circle"])
     negative: str = Field("", max_length=PROMPT_LIMIT, description="The negative prompt (guidance pushes away from it).")
     seed: int = Field(0, ge=0, le=2**32 - 1)
     steps: int = Field(20, ge=1, le=100, description="Denoising steps, 1–100.")

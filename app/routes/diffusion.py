@@ -22,11 +22,12 @@ from app import schemas
 from app.capture import diffusion as capture
 from app.images import png_data_url
 from app.registry import DiffusionModel
+from app.routes.errors import JSON_ERRORS, JSONBodyRoute
 from app.routes.text import RegistryDep
 from app.runs import LiveRun, StreamRunner
 from app.wire import encode
 
-router = APIRouter(prefix="/api/diffusion", tags=["diffusion"])
+router = APIRouter(prefix="/api/diffusion", tags=["diffusion"], responses=JSON_ERRORS, route_class=JSONBodyRoute)
 
 
 def get_streams(request: Request) -> StreamRunner:
@@ -112,6 +113,9 @@ async def run(body: schemas.DiffusionIn, request: Request, registry: RegistryDep
     """Run (or replay from the cache) a text-to-image generation, streamed as Server-Sent Events:
     `head` (tokens, notices), one `step` per denoising step, then `done` (the image) or `error`."""
     dm = registry.diffusion_model(body.model)
+    max_steps = request.app.state.settings.max_diffusion_steps
+    if body.steps > max_steps:  # the schema allows 100; a server started with fewer says so here
+        raise HTTPException(422, f"steps: at most {max_steps} on this server (asked for {body.steps}).")
     req = to_request(body)
     live = start_run(dm, req, streams)  # Busy -> 503 + Retry-After before anything is streamed
 

@@ -9,6 +9,7 @@ from fastapi.responses import RedirectResponse
 
 from app import images, schemas
 from app.lessons import LESSONS, Lesson
+from app.routes.errors import NOT_FOUND
 from app.routes.pages import render
 
 router = APIRouter(tags=["lessons"])
@@ -52,7 +53,7 @@ async def all_lessons():
     return schemas.LessonsOut(lessons=[lesson_out(lesson) for lesson in LESSONS.values()])
 
 
-@router.get("/api/lessons/{lesson_id}", response_model=schemas.LessonOut)
+@router.get("/api/lessons/{lesson_id}", response_model=schemas.LessonOut, responses=NOT_FOUND)  # no such lesson
 async def one_lesson(lesson_id: str, example: str | None = None):
     """One lesson; `example` replaces its example input (a text, a picture id, a prompt) in every step."""
     lesson = get_lesson(lesson_id)

@@ -20,10 +20,16 @@ from pydantic import BaseModel, Field
 from starlette.background import BackgroundTask
 
 from app import rooms as store
+from app.schemas import ErrorOut
+from app.routes.errors import JSON_ERRORS, JSONBodyRoute
 from app.routes.pages import DIFFUSION_PAGES, TEXT_PAGES, VISION_PAGES, render
 from app.settings import Settings
 
-router = APIRouter(tags=["rooms"])
+# 404 for a room code there is not, 403 for a change without the presenter's secret, 415 for a body
+# not sent as JSON: documented for every operation (the fuzz test holds answers to the schema).
+router = APIRouter(tags=["rooms"], route_class=JSONBodyRoute, responses={
+    **JSON_ERRORS, 403: {"model": ErrorOut, "description": "Only the room's presenter may do this."},
+})
 
 # A room may only point its followers at glassbox's own pages, never anywhere else.
 PAGE_PATHS = frozenset(["/"] + [p for p, _, _ in TEXT_PAGES + VISION_PAGES + DIFFUSION_PAGES])

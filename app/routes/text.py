@@ -16,10 +16,11 @@ from fastapi import APIRouter, Depends, HTTPException, Request
 from app import schemas
 from app.capture import text as capture
 from app.registry import Registry, TextModel
+from app.routes.errors import JSON_ERRORS, JSONBodyRoute
 from app.runs import Runner
 from app.wire import encode, pool
 
-router = APIRouter(prefix="/api/text", tags=["text"])
+router = APIRouter(prefix="/api/text", tags=["text"], responses=JSON_ERRORS, route_class=JSONBodyRoute)
 
 
 def get_registry(request: Request) -> Registry:

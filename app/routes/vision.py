@@ -18,11 +18,12 @@ from app import schemas
 from app.capture import vision as capture
 from app.images import ImageRejected, gallery, gallery_picture, png_data_url, read_upload, upload_id
 from app.registry import Registry, VisionModel
+from app.routes.errors import JSON_ERRORS, NOT_FOUND, JSONBodyRoute
 from app.routes.text import RegistryDep, RunnerDep
 from app.runs import Runner
 from app.wire import encode
 
-router = APIRouter(prefix="/api/vision", tags=["vision"])
+router = APIRouter(prefix="/api/vision", tags=["vision"], route_class=JSONBodyRoute)
 
 GONE = (
     "This uploaded image is no longer in the server's memory (uploads are never stored on disk, and older "
@@ -102,7 +103,7 @@ async def gallery_list():
     return schemas.GalleryOut(items=gallery())
 
 
-@router.post("/trace", response_model=schemas.VisionTraceOut)
+@router.post("/trace", response_model=schemas.VisionTraceOut, responses=JSON_ERRORS)
 async def trace(body: schemas.VisionIn, registry: RegistryDep, runner: RunnerDep):
     """Run a gallery picture (or an upload still held) through the ViT: the picture as the model
     sees it, its patch grid, the model's shape and the class probabilities."""
@@ -112,7 +113,7 @@ async def trace(body: schemas.VisionIn, registry: RegistryDep, runner: RunnerDep
 @router.post(
     "/upload",
     response_model=schemas.VisionTraceOut,
-    responses={413: {"model": schemas.ErrorOut}, 415: {"model": schemas.ErrorOut}},
+    responses={**NOT_FOUND, 413: {"model": schemas.ErrorOut}, 415: {"model": schemas.ErrorOut}},
     openapi_extra={
         "requestBody": {"required": True, "content": {"image/*": {"schema": {"type": "string", "format": "binary"}}}}
     },
@@ -146,7 +147,7 @@ def check_layer_head(t: capture.VisionTrace, layer: int, head: int | None) -> No
         raise HTTPException(422, f"head {head} is out of range: {t.model} has heads 0–{t.n_heads - 1}.")
 
 
-@router.post("/attention", response_model=schemas.VisionAttentionOut)
+@router.post("/attention", response_model=schemas.VisionAttentionOut, responses=JSON_ERRORS)
 async def attention(body: schemas.VisionHeadIn, registry: RegistryDep, runner: RunnerDep):
     """One layer's attention [1+P, 1+P] (float16), of one head or the mean of its heads."""
     t = await get_trace(body, registry, runner)
@@ -157,7 +158,7 @@ async def attention(body: schemas.VisionHeadIn, registry: RegistryDep, runner: R
     )
 
 
-@router.post("/rollout", response_model=schemas.RolloutOut)
+@router.post("/rollout", response_model=schemas.RolloutOut, responses=JSON_ERRORS)
 async def rollout(body: schemas.RolloutIn, registry: RegistryDep, runner: RunnerDep):
     """Attention rollout after each layer, the row of one token (CLS by default): [layer, 1+P]."""
     t = await get_trace(body, registry, runner)
@@ -167,7 +168,7 @@ async def rollout(body: schemas.RolloutIn, registry: RegistryDep, runner: Runner
     return schemas.RolloutOut(source=body.source, rollout=encode(r[:, body.source, :]))
 
 
-@router.post("/heads", response_model=schemas.VisionHeadsOut)
+@router.post("/heads", response_model=schemas.VisionHeadsOut, responses=JSON_ERRORS)
 async def heads(body: schemas.VisionIn, registry: RegistryDep, runner: RunnerDep):
     """Each head's mean attention distance in pixels, and the position embeddings' cosine similarity."""
     t = await get_trace(body, registry, runner)
@@ -180,7 +181,7 @@ async def heads(body: schemas.VisionIn, registry: RegistryDep, runner: RunnerDep
     )
 
 
-@router.post("/patch", response_model=schemas.PatchOut)
+@router.post("/patch", response_model=schemas.PatchOut, responses=JSON_ERRORS)
 async def patch(body: schemas.PatchIn, registry: RegistryDep, runner: RunnerDep):
     """One patch on its way in: its pixels, their projection, its position embedding and the sum."""
     t = await get_trace(body, registry, runner)

@@ -137,7 +137,9 @@ async def upload(
     t = await run_capture(
         runner, vm, uid, lambda: read_upload(data, name, settings.upload_max_bytes, settings.upload_max_pixels, side)
     )
-    return trace_out(t)
+    # The trace is shared by everyone who uploads the same bytes, and holds the first uploader's file
+    # name: answer with this request's own (else one user sees another's name for the same picture).
+    return trace_out(t).model_copy(update={"name": name})
 
 
 def check_layer_head(t: capture.VisionTrace, layer: int, head: int | None) -> None:

@@ -108,9 +108,10 @@ function markPicture(sel, t) {
     opt = document.createElement("option");
     opt.value = t.image;
     opt.dataset.upload = "1";
-    opt.textContent = `Your upload: ${t.name}`;
     sel.prepend(opt);
   }
+  // Set each time: the same picture uploaded again under another file name keeps its id.
+  if (opt.dataset.upload) opt.textContent = `Your upload: ${t.name}`;
   sel.value = t.image;
 }
 

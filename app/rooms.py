@@ -127,6 +127,14 @@ class Rooms:
             room.wake()
         return room.snapshot()
 
+    async def touch(self, code: str, secret: str | None) -> RoomState:
+        """Keep the room alive without changing its view (presenter only): a second tab of the
+        presenter's keeps the room open without pulling the followers to its own view."""
+        room = self._room(code)
+        self._check_secret(room, secret)
+        room.last_active = self.clock()
+        return room.snapshot()
+
     async def close(self, code: str, secret: str | None) -> None:
         """End the room now (presenter only); its followers are told."""
         room = self._room(code)

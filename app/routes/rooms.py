@@ -144,6 +144,16 @@ async def set_room_state(code: str, body: ViewIn, rooms: RoomsDep, settings: Set
         raise refused(e, code, settings) from None
 
 
+@router.post("/api/rooms/{code}/alive", response_model=RoomOut)
+async def keep_room_alive(code: str, rooms: RoomsDep, settings: SettingsDep, secret: SecretDep = None):
+    """The presenter's page is still open: the room stays (presenter only). Answers the follower count."""
+    code = to_code(code)
+    try:
+        return room_out(await rooms.touch(code, secret), settings)
+    except store.RoomError as e:
+        raise refused(e, code, settings) from None
+
+
 @router.delete("/api/rooms/{code}", status_code=204)
 async def end_room(code: str, rooms: RoomsDep, settings: SettingsDep, secret: SecretDep = None):
     """End the room now (presenter only); followers receive `closed`."""

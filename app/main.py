@@ -20,6 +20,7 @@ from app.routes import vision
 from app.capture import diffusion as diffusion_capture
 from app.routes import diffusion, pages, text
 from app.routes import rooms
+from app.routes import architecture
 from app.routes import lessons
 from app.runs import Busy, Runner, StreamRunner
 from app.settings import ROOT, Settings, get_settings
@@ -166,6 +167,7 @@ def create_app(settings: Settings | None = None, registry: Registry | None = Non
     app.include_router(text.router)
     app.include_router(vision.router)
     app.include_router(diffusion.router)
+    app.include_router(architecture.router)
     app.include_router(pages.router)
     app.include_router(rooms.router)
     app.include_router(lessons.router)

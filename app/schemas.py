@@ -337,3 +337,41 @@ class LessonOut(BaseModel):
 
 class LessonsOut(BaseModel):
     lessons: list[LessonOut]
+
+
+# --- Architecture map (app/architecture.py) ----------------------------------------------------
+
+
+class ArchNode(BaseModel):
+    id: str = Field(description="Unique in the graph: the module path where the node is a module.")
+    kind: str = Field(description="input, embed, block, norm, attention, mlp, head, cross_attention, resblock, ...")
+    label: str
+    name: str | None = Field(description="Module (or parameter) path as named_modules() names it; SD: prefixed by "
+                             "the pipeline component (unet., vae., text_encoder.). None: not a module.")
+    parent: str | None = Field(description="The id of the node drawn around this one.")
+    layer: int | None = Field(description="The transformer layer the node belongs to.")
+    shapes: dict[str, list[int | str]] = Field(description="Tensor shapes, batch dropped; 'pos' varies per input.")
+    facts: dict[str, int | float | str]
+    params: int = Field(description="sum(p.numel()) over the module's parameters, its children's included.")
+    tied: str | None = Field(description="The node whose weights this one reuses (counted once in the total).")
+    hooks: list[str] = Field(description="The capture points recorded here (capture module hook names).")
+    link: str | None = Field(description="The page that shows this block.")
+    rows: list[list[str | None]] = Field(description="Children's ids, row by row; null is an empty cell.")
+
+
+class ArchEdge(BaseModel):
+    source: str
+    target: str
+    kind: Literal["flow", "skip", "context", "loop"]
+    label: str | None
+
+
+class ArchitectureOut(BaseModel):
+    family: Literal["text", "vision", "diffusion"]
+    model: str
+    params: int = Field(description="The model's parameters, tied weights counted once.")
+    config: dict[str, int | float | str]
+    hooks: list[str] = Field(description="Every capture point of the model; each is on exactly one node.")
+    rows: list[list[str | None]] = Field(description="Top-level nodes' ids, row by row.")
+    nodes: list[ArchNode]
+    edges: list[ArchEdge]

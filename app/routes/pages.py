@@ -109,6 +109,10 @@ TEXT_VIEWS = {
         "nav": "Logit lens", "title": "Logit lens",
         "desc": "What the model would predict after each layer, at every position.",
     },
+    "architecture": {
+        "nav": "Architecture", "title": "GPT-2 architecture", "family": "text",
+        "desc": "The model's blocks from its real modules: sizes, parameters, what is captured where; click one to open it.",
+    },
 }
 # (path, nav name, description) for the nav bar and the home page
 TEXT_PAGES = [(f"/text/{view}", page["nav"], page["desc"]) for view, page in TEXT_VIEWS.items()]
@@ -135,6 +139,10 @@ VISION_VIEWS = {
         "nav": "Prediction", "title": "Prediction",
         "desc": "The class probabilities the ViT gives the picture.",
     },
+    "architecture": {
+        "nav": "ViT architecture", "title": "ViT architecture", "family": "vision",
+        "desc": "The ViT's blocks from its real modules: patch grid, sizes, parameters; click a block to open it.",
+    },
 }
 VISION_PAGES = [(f"/vision/{view}", page["nav"], page["desc"]) for view, page in VISION_VIEWS.items()]
 
@@ -147,6 +155,10 @@ DIFFUSION_VIEWS = {
     "forward": {
         "nav": "Forward process", "title": "The forward process",
         "desc": "A clean picture, the noise of timestep t added to it, and the autoencoder's latent space.",
+    },
+    "architecture": {
+        "nav": "SD architecture", "title": "Stable Diffusion architecture", "family": "diffusion",
+        "desc": "Text encoder, UNet and VAE from their real modules; where the prompt's K and V enter the UNet.",
     },
 }
 DIFFUSION_PAGES = [(f"/diffusion/{view}", page["nav"], page["desc"]) for view, page in DIFFUSION_VIEWS.items()]

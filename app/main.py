@@ -12,6 +12,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.openapi.docs import get_swagger_ui_html
 from fastapi.responses import FileResponse, JSONResponse, PlainTextResponse
 from fastapi.staticfiles import StaticFiles
+from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from app import schemas
 from app.middleware import Guard, error_body
@@ -56,8 +57,9 @@ def create_app(settings: Settings | None = None, registry: Registry | None = Non
     # The upload reads its body under its own, larger bound (upload_max_bytes); every other body this one.
     app.add_middleware(Guard, max_body_bytes=settings.max_body_bytes, self_bounded=frozenset({"/api/vision/upload"}))
 
-    @app.exception_handler(HTTPException)
-    async def http_error(request: Request, exc: HTTPException):
+    # Starlette's class, which FastAPI's subclasses: the router's own 404 and 405 get the same shape.
+    @app.exception_handler(StarletteHTTPException)
+    async def http_error(request: Request, exc: StarletteHTTPException):
         return JSONResponse(error_body(exc.status_code, str(exc.detail)), exc.status_code, headers=exc.headers)
 
     @app.exception_handler(RequestValidationError)

@@ -21,7 +21,7 @@ class StrictIn(BaseModel):
 
 class TextIn(StrictIn):
     text: str = Field(max_length=TEXT_LIMIT, description="The text to run through the model.", examples=["The cat sat on the mat"])
-    model: str | None = Field(None, description="A served model's name (GET /api/models); default: the first.")
+    model: str | None = Field(None, max_length=200, description="A served model's name (GET /api/models); default: the first.")
 
 
 class HeadIn(TextIn):
@@ -147,7 +147,7 @@ IMAGE_ID = r"^[a-z0-9-]{1,64}$"
 class VisionIn(StrictIn):
     image: str = Field(pattern=IMAGE_ID, description="A gallery id (GET /api/vision/gallery) or an upload's id.",
                        examples=["scene-1"])
-    model: str | None = Field(None, description="A served ViT's name (GET /api/models); default: the first.")
+    model: str | None = Field(None, max_length=200, description="A served ViT's name (GET /api/models); default: the first.")
 
 
 class VisionHeadIn(VisionIn):
@@ -256,7 +256,7 @@ class DiffusionIn(StrictIn):
     steps: int = Field(20, ge=1, le=100, description="Denoising steps, 1–100.")
     guidance: float = Field(5.0, ge=0, le=30, allow_inf_nan=False, description="Classifier-free guidance scale, 0–30.")
     scheduler: str = Field("default", description="default (the model's own), ddim, pndm, euler, euler_ancestral, dpm_multistep, ddpm.")
-    model: str | None = Field(None, description="A served diffusion model's name; default: the first.")
+    model: str | None = Field(None, max_length=200, description="A served diffusion model's name; default: the first.")
 
 
 class DiffusionLayersIn(DiffusionIn):

@@ -328,6 +328,9 @@ def test_an_upload_is_answered_with_its_own_name(hc, name):
     r = upload(hc, png(), name=name)
     assert r.status_code == 200, r.text[:300]
     assert r.json()["name"] == name
+    # Asking for the shared trace by its id tells no one any uploader's name.
+    again = hc.post("/api/vision/trace", json={"image": r.json()["image"]})
+    assert again.status_code == 200 and again.json()["name"] == "upload"
 
 
 # --- the GET endpoints ------------------------------------------------------------------------

@@ -5,9 +5,10 @@ from __future__ import annotations
 from fastapi import APIRouter
 
 from app import architecture, schemas
+from app.routes.errors import NOT_FOUND
 from app.routes.text import RegistryDep
 
-router = APIRouter(prefix="/api", tags=["architecture"])
+router = APIRouter(prefix="/api", tags=["architecture"], responses=NOT_FOUND)
 
 MODEL_HELP = "A served model's name (GET /api/models); default: the first of the family."
 

@@ -82,7 +82,9 @@ def trace_out(t: capture.VisionTrace) -> schemas.VisionTraceOut:
     return schemas.VisionTraceOut(
         model=t.model,
         image=t.image_id,
-        name=t.name,
+        # An upload's trace is shared by everyone who sent the same bytes: no one's file name goes with it
+        # (POST /upload answers each uploader with their own; the page keeps it).
+        name="upload" if t.image_id.startswith("u-") else t.name,
         original=t.original,
         image_url=t.derived["image_url"],
         image_size=list(t.image_size),

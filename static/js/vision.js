@@ -25,6 +25,9 @@ export function visionBody(state, extra = {}) {
   return body;
 }
 
+// Upload id -> the file name this page sent it under: the server keeps no one's name with a shared trace.
+const uploadNames = new Map();
+
 /** POST a file's bytes as the raw body; errors become ApiError with the server's reason (413, 415). */
 async function uploadFile(file, model) {
   const params = new URLSearchParams({ name: file.name.slice(0, 200) });
@@ -46,6 +49,7 @@ async function uploadFile(file, model) {
     payload = null;
   }
   if (!res.ok) throw new ApiError(res.status, payload && payload.error, (payload && payload.detail) || `The server answered ${res.status}.`);
+  uploadNames.set(payload.image, payload.name);
   return payload;
 }
 
@@ -97,7 +101,8 @@ export async function initPicker(state, onTrace) {
 
 /** The picture's name and size under the picker; an upload gets its own entry in the select. */
 function markPicture(sel, t) {
-  $("picture-name").textContent = t.name;
+  const name = uploadNames.get(t.image) || t.name;
+  $("picture-name").textContent = name;
   const o = t.original || {};
   $("picture-info").textContent =
     `(${o.format || "?"} ${o.width || "?"} × ${o.height || "?"}, read by ${t.model} at ${t.image_size[1]} × ${t.image_size[0]} px, ` +
@@ -111,7 +116,7 @@ function markPicture(sel, t) {
     sel.prepend(opt);
   }
   // Set each time: the same picture uploaded again under another file name keeps its id.
-  if (opt.dataset.upload) opt.textContent = `Your upload: ${t.name}`;
+  if (opt.dataset.upload) opt.textContent = `Your upload: ${name}`;
   sel.value = t.image;
 }
 

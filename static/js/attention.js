@@ -1,8 +1,8 @@
 // /text/attention: one layer/head as a heatmap; click a cell (or a chip) for that query's row.
 import {
   $, api, readState, writeState, latestOnly, runText, renderChips, tokenLabels, fillLayerHead, onLayerHeadChange, onRunForm,
-  initModelSelect, textBody, wireToNested, heatmapTrace, labelAxis, baseLayout, PLOT_CONFIG, reactWithClick, plotlyText,
-  probabilityBars, fmt, pct, defaultQuery, DEFAULT_TEXT,
+  initModelSelect, textBody, wireToNested, heatmapTrace, labelAxis, baseLayout, plot, reactWithClick, plotlyText,
+  probabilityBars, fmt, pct, defaultQuery, keys, layerHeadKeys, MARK, DEFAULT_TEXT,
 } from "./common.js";
 
 const state = readState({ text: DEFAULT_TEXT, model: "", layer: 0, head: 0, q: -1 });
@@ -46,7 +46,7 @@ function draw() {
     margin: { l: 110, r: 10, t: 40, b: 110 },
     shapes: state.q >= 0 && state.q < T ? [{
       type: "rect", xref: "x", yref: "y", x0: -0.5, x1: state.q + 0.5, y0: state.q - 0.5, y1: state.q + 0.5,
-      line: { color: "#e4572e", width: 3 }, fillcolor: "rgba(0,0,0,0)",
+      line: { color: MARK, width: 3 }, fillcolor: "rgba(0,0,0,0)",
     }] : [],
   });
   const gd = $("heatmap");
@@ -79,7 +79,7 @@ function drawRow(labels) {
     margin: { l: 110, r: 30, t: 10, b: 50 },
     bargap: 0.15,
   });
-  Plotly.react($("row-chart"), [bars], layout, PLOT_CONFIG);
+  plot($("row-chart"), [bars], layout);
 }
 
 function wire() {
@@ -89,6 +89,7 @@ function wire() {
     run();
   });
   onLayerHeadChange(state, loadHead);
+  keys(layerHeadKeys());
   $("model").addEventListener("change", () => {
     state.model = $("model").value;
     run();

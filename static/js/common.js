@@ -1,6 +1,7 @@
 // Shared by every page: the wire decoder, the JSON API client, UI state in the URL, the error box,
-// token chips and Plotly helpers. Anything a user typed or a token's text reaches the DOM through
-// textContent only (never innerHTML), and Plotly labels are entity-escaped (see plotlyText).
+// token chips, Plotly helpers, figures in the page's theme and the page's keys. Anything a user
+// typed or a token's text reaches the DOM through textContent only (never innerHTML), and Plotly
+// labels are entity-escaped (see plotlyText).
 
 /**
  * @typedef {{shape: number[], dtype: string, data: string}} WireArray  float16, base64, C order
@@ -156,6 +157,8 @@ export function readState(defaults) {
 // The lesson panel's keys (static/js/lesson.js, app/lessons.py): a page rewriting its own state keeps
 // them, so the URL stays the whole view (a reload or a presenter room stays in the lesson).
 export const LESSON_KEYS = ["lesson", "lstep", "example"];
+// The theme (static/js/theme.js) is kept the same way, so a shared link shows the page as it was shown.
+export const THEME_KEY = "theme";
 
 /** Write the state to the URL with history.replaceState (no reload, no new history entry). */
 export function writeState(state) {
@@ -165,17 +168,19 @@ export function writeState(state) {
     params.set(key, String(value));
   }
   const current = new URLSearchParams(window.location.search);
-  for (const key of LESSON_KEYS) if (current.has(key) && !params.has(key)) params.set(key, current.get(key));
+  for (const key of [...LESSON_KEYS, THEME_KEY]) if (current.has(key) && !params.has(key)) params.set(key, current.get(key));
   const url = `${window.location.pathname}?${params.toString()}`;
   window.history.replaceState(null, "", url);
 }
 
-/** A URL of another page with the given state. */
+/** A URL of another page with the given state (and this page's theme). */
 export function pageUrl(path, state) {
   const params = new URLSearchParams();
   for (const [key, value] of Object.entries(state)) {
     if (value !== null && value !== undefined && value !== "") params.set(key, String(value));
   }
+  const theme = new URLSearchParams(window.location.search).get(THEME_KEY);
+  if (theme && !params.has(THEME_KEY)) params.set(THEME_KEY, theme);
   return `${path}?${params.toString()}`;
 }
 
@@ -408,6 +413,33 @@ export const PLOT_CONFIG = {
 
 export const FONT = { family: "system-ui, -apple-system, 'Segoe UI', Roboto, sans-serif", size: 13, color: "#1f2933" };
 
+// Colour: colour-blind-safe scales only (tests/test_colour_scales.py holds every script to them).
+
+/** Sequential values (attention, probability, rollout): Viridis, ordered in lightness for every common colour-vision deficiency. */
+export const SEQUENTIAL = "Viridis";
+
+/**
+ * Signed values (weights, embeddings, noise, cosine similarity): ColorBrewer's RdBu, marked
+ * colour-blind safe by its authors (Harrower & Brewer 2003); blue below zero, near white at zero,
+ * red above. Use it with zmin = -zmax so that zero is the middle.
+ */
+export const DIVERGING = [
+  [0, "#053061"], [0.1, "#2166ac"], [0.2, "#4393c3"], [0.3, "#92c5de"], [0.4, "#d1e5f0"], [0.5, "#f7f7f7"],
+  [0.6, "#fddbc7"], [0.7, "#f4a582"], [0.8, "#d6604d"], [0.9, "#b2182b"], [1, "#67001f"],
+];
+
+/** Categories (heads, runs): Okabe & Ito's palette, made to be told apart with any colour-vision deficiency. */
+export const CATEGORICAL = ["#0072b2", "#e69f00", "#009e73", "#cc79a7", "#56b4e9", "#d55e00", "#f0e442", "#000000"];
+
+/**
+ * What the page follows (a query's row, a patch, a layer): magenta, the one hue that Viridis, RdBu
+ * and CATEGORICAL's blue all lack, so the outline stands out on either scale in any colour vision.
+ */
+export const MARK = "#e600e6";
+
+/** The outline of bars and points; a dark theme draws it light. */
+export const OUTLINE = "#444c56";
+
 export function baseLayout(extra = {}) {
   return {
     font: FONT,
@@ -422,8 +454,9 @@ export function baseLayout(extra = {}) {
 /**
  * A heatmap trace of a [rows, cols] matrix (nested, nulls allowed). rowLabels/colLabels: axis
  * labels (already unique); valueName: what a cell is ("attention"). Masked (null) cells hover "masked".
+ * `signed`: values of either sign (weights, activations): DIVERGING, centred on zero.
  */
-export function heatmapTrace(z, { rowLabels, colLabels, rowName = "row", colName = "column", valueName = "value", digits = 3, zmin, zmax, colorbar = true, nullText = "masked" } = {}) {
+export function heatmapTrace(z, { rowLabels, colLabels, rowName = "row", colName = "column", valueName = "value", digits = 3, zmin, zmax, colorbar = true, nullText = "masked", signed = false } = {}) {
   const text = z.map((row, i) =>
     row.map((v, j) => {
       const r = rowLabels ? rowLabels[i] : i;
@@ -437,24 +470,125 @@ export function heatmapTrace(z, { rowLabels, colLabels, rowName = "row", colName
     z,
     text,
     hoverinfo: "text",
-    colorscale: "Viridis",
+    colorscale: SEQUENTIAL,
     hoverongaps: true,
     xgap: 0,
     ygap: 0,
     showscale: colorbar,
     colorbar: { thickness: 12, outlinewidth: 0, len: 0.9 },
   };
+  if (signed) {
+    let lim = 1e-6;
+    for (const row of z) for (const v of row) if (Number.isFinite(v) && Math.abs(v) > lim) lim = Math.abs(v);
+    Object.assign(t, { colorscale: DIVERGING, zmin: -lim, zmax: lim });
+  }
   if (zmin !== undefined) t.zmin = zmin;
   if (zmax !== undefined) t.zmax = zmax;
   return t;
 }
+
+// ---------------------------------------------------------------------------------------------
+// Figures in the page's theme (static/js/theme.js puts it on <html> before anything is drawn)
+
+/** The theme to draw in: projector (large type, thick lines) and dark, as theme.js set them. */
+export function currentTheme() {
+  const c = document.documentElement.classList;
+  return { projector: c.contains("theme-projector"), dark: c.contains("theme-dark") };
+}
+
+// The ink of a figure: text, the plot area's ground, grid lines, outlines. The projector's is starker.
+const INK = {
+  light: { fg: FONT.color, muted: "#52606d", plot: "#f4f6f8", grid: "#e4e7eb", outline: OUTLINE },
+  dark: { fg: "#e6eaef", muted: "#a9b4c0", plot: "#1f2630", grid: "#3a4653", outline: "#c9d1d9" },
+  "projector-light": { fg: "#000000", muted: "#27313c", plot: "#f4f6f8", grid: "#b9c3cd", outline: "#000000" },
+  "projector-dark": { fg: "#ffffff", muted: "#dbe2e9", plot: "#161b22", grid: "#5b6875", outline: "#ffffff" },
+};
+const PROJECTOR_TYPE = 1.5; // type 1.5× as large on a projector ...
+const PROJECTOR_LINE = 2; // ... and lines twice as thick
+
+/**
+ * The figure (data, layout) as the theme draws it: every font size × the type scale and in the
+ * theme's ink, line widths × the line scale, margins grown with the type, the theme's grid and
+ * ground, categories in CATEGORICAL. The inputs are left as they are (copies are changed).
+ */
+export function themeFigure(data, layout, theme = currentTheme()) {
+  const key = `${theme.projector ? "projector-" : ""}${theme.dark ? "dark" : "light"}`;
+  const ink = INK[key];
+  const fx = { ink, type: theme.projector ? PROJECTOR_TYPE : 1, line: theme.projector ? PROJECTOR_LINE : 1 };
+  const l = themed(layout, "", fx);
+  l.font = { ...FONT, size: FONT.size * fx.type, ...l.font, color: ink.fg };
+  if (l.plot_bgcolor !== "rgba(0,0,0,0)") l.plot_bgcolor = ink.plot;
+  const axis = {
+    gridcolor: ink.grid, zerolinecolor: ink.grid, linecolor: ink.muted, tickcolor: ink.muted,
+    gridwidth: fx.line, zerolinewidth: fx.line, linewidth: fx.line, tickwidth: fx.line,
+  };
+  l.template = { layout: { xaxis: axis, yaxis: axis } }; // a template reaches every x and y axis of a grid
+  l.colorway = l.colorway || CATEGORICAL.map((c) => (c === "#000000" ? ink.fg : c));
+  l.modebar = { bgcolor: "rgba(0,0,0,0)", color: ink.muted, activecolor: ink.fg, ...l.modebar };
+  return [data.map((t) => themeTrace(t, fx)), l];
+}
+
+/** A copy of a layout (or part of one) with fonts, lines, margins and grids in the theme. */
+function themed(o, key, fx) {
+  if (Array.isArray(o)) return o.map((v) => themed(v, key, fx));
+  if (!o || typeof o !== "object") return o;
+  const out = {};
+  for (const [k, v] of Object.entries(o)) out[k] = themed(v, k, fx);
+  if (/font$/.test(key)) {
+    if (typeof out.size === "number") out.size = Math.round(out.size * fx.type);
+    if (out.color === FONT.color) out.color = fx.ink.fg;
+  }
+  if (key === "line" && typeof out.width === "number") out.width *= fx.line;
+  if (key === "line" && out.color === OUTLINE) out.color = fx.ink.outline;
+  if (key === "margin") for (const side of ["l", "r", "t", "b"]) if (typeof out[side] === "number") out[side] = Math.round(out[side] * fx.type);
+  if (key === "colorbar" && typeof out.thickness === "number") out.thickness = Math.round(out.thickness * fx.type);
+  if ("gridcolor" in out) out.gridcolor = fx.ink.grid;
+  return out;
+}
+
+/** A trace in the theme: its own fonts, colour bar, outlines, point sizes and line widths (never its data). */
+function themeTrace(t, fx) {
+  const out = { ...t };
+  for (const k of ["textfont", "insidetextfont", "outsidetextfont", "colorbar", "hoverlabel", "line"]) {
+    if (t[k]) out[k] = themed(t[k], k, fx);
+  }
+  if (t.marker) {
+    out.marker = { ...t.marker };
+    if (t.marker.line) out.marker.line = themed(t.marker.line, "line", fx);
+    if (t.marker.colorbar) out.marker.colorbar = themed(t.marker.colorbar, "colorbar", fx);
+    const size = t.marker.size;
+    if (typeof size === "number") out.marker.size = size * fx.type;
+    else if (Array.isArray(size)) out.marker.size = size.map((v) => v * fx.type);
+  }
+  if (!t.line && t.type === "scatter" && String(t.mode || "lines").includes("lines") && fx.line !== 1) out.line = { width: 2 * fx.line };
+  return out;
+}
+
+/**
+ * Draw a figure into `gd` (Plotly.react) in the page's theme. The figure is kept as given, so a
+ * change of theme draws it again from the same data and layout.
+ */
+export function plot(gd, data, layout, config = PLOT_CONFIG) {
+  gd.glassboxFigure = { data, layout, config };
+  const [d, l] = themeFigure(data, layout);
+  return Plotly.react(gd, d, l, config);
+}
+
+// theme.js says when the theme changes: every figure on the page is drawn again in it, at the
+// size its box now has (the projector's boxes are taller).
+document.addEventListener("glassbox:theme", () => {
+  document.querySelectorAll(".js-plotly-plot").forEach((gd) => {
+    const f = gd.glassboxFigure;
+    if (f) plot(gd, f.data, f.layout, f.config).then(() => Plotly.Plots.resize(gd));
+  });
+});
 
 /**
  * Plotly.react, and on the first draw into `gd` wire a click on a data point to onPoint(point).
  * Wired once (react keeps listeners), so onPoint must read current data from module state or gd.
  */
 export function reactWithClick(gd, data, layout, onPoint) {
-  return Plotly.react(gd, data, layout, PLOT_CONFIG).then(() => {
+  return plot(gd, data, layout).then(() => {
     if (!gd.dataset.wired) {
       gd.dataset.wired = "1";
       gd.on("plotly_click", (ev) => {
@@ -490,10 +624,10 @@ export function probabilityBars(values, hovertext) {
     orientation: "h",
     x: values,
     y: values.map((_, j) => j),
-    marker: { color: values, colorscale: "Viridis", cmin: 0, cmax: 1, line: { color: "#555", width: 0.5 } },
+    marker: { color: values, colorscale: SEQUENTIAL, cmin: 0, cmax: 1, line: { color: OUTLINE, width: 0.5 } },
     text: values.map((v) => pct(v)),
     textposition: "outside",
-    textfont: { color: "#1f2933" },
+    textfont: { color: FONT.color },
     cliponaxis: false,
     hovertext,
     hoverinfo: "text",
@@ -535,4 +669,156 @@ export function viridisCss(t) {
   const [r, g, b] = viridis(t);
   const light = 0.299 * r + 0.587 * g + 0.114 * b > 140;
   return { background: `rgb(${r}, ${g}, ${b})`, color: light ? "#111" : "#fff" };
+}
+
+// ---------------------------------------------------------------------------------------------
+// Keys: the same keys on every page, registered by the page with keys({...}). ←/→ step (layers,
+// steps, timesteps), ↑/↓ heads, Space plays, ? lists them. A key works the page's own controls
+// (stepSelect, stepRange fire the control's event), so the controls, the view and the URL agree.
+
+/**
+ * @typedef {{does: string, run: () => any}} KeyAction   `does`: what the key does, for the list
+ * @typedef {{left?: KeyAction, right?: KeyAction, up?: KeyAction, down?: KeyAction, space?: KeyAction,
+ *   enter?: KeyAction}} PageKeys
+ */
+
+const KEY_NAMES = { ArrowLeft: "left", ArrowRight: "right", ArrowUp: "up", ArrowDown: "down", " ": "space", Enter: "enter" };
+const KEY_LABELS = [["left", "←"], ["right", "→"], ["up", "↑"], ["down", "↓"], ["space", "Space"], ["enter", "Enter"]];
+/** @type {PageKeys} */
+let pageKeys = {};
+
+/** Register the page's keys (a later call replaces them). Without it a page still has ? and Tab. */
+export function keys(map = {}) {
+  pageKeys = map;
+}
+
+// Every page that loads this module has the keys and the header's Keys button (module scripts run
+// once the document is parsed, so the button is there).
+document.addEventListener("keydown", onKey);
+document.getElementById("keys-help-button")?.addEventListener("click", showKeys);
+
+/** Where keys belong to the field: typing, or choosing in a list (a select's arrows), or a slider's. */
+function typingIn(el) {
+  return !!(el && el.closest && el.closest("input, textarea, select, [contenteditable]:not([contenteditable='false'])"));
+}
+
+/** Where Enter and Space press the focused thing (a button, a link, a token chip). */
+function pressable(el) {
+  return !!(el && el.closest && el.closest("button, a[href], summary, [role='button'], [tabindex]:not([tabindex='-1'])"));
+}
+
+function onKey(ev) {
+  if (ev.defaultPrevented || ev.altKey || ev.ctrlKey || ev.metaKey || ev.isComposing) return;
+  if (document.querySelector("dialog[open]")) return; // a dialog has the keys (Esc closes it)
+  if (typingIn(ev.target)) return;
+  if (ev.key === "?") {
+    ev.preventDefault();
+    showKeys();
+    return;
+  }
+  const name = KEY_NAMES[ev.key];
+  const action = name && pageKeys[name];
+  if (!action) return;
+  if ((name === "space" || name === "enter") && (ev.repeat || pressable(ev.target))) return;
+  ev.preventDefault(); // the arrows and Space would scroll the page
+  action.run();
+}
+
+/** The list of this page's keys in a modal dialog: focus stays inside; Esc or Close returns it. */
+function showKeys() {
+  if (document.querySelector("dialog.keys-help")) return;
+  const back = document.activeElement;
+  const dialog = document.createElement("dialog");
+  dialog.className = "keys-help";
+  dialog.setAttribute("aria-labelledby", "keys-help-title");
+  const title = document.createElement("h2");
+  title.id = "keys-help-title";
+  title.textContent = "Keys on this page";
+  const table = document.createElement("table");
+  table.className = "keys";
+  const row = (labels, does) => {
+    const tr = document.createElement("tr");
+    const th = document.createElement("th");
+    th.scope = "row";
+    labels.forEach((label, i) => {
+      if (i) th.append(" ");
+      const k = document.createElement("kbd");
+      k.textContent = label;
+      th.append(k);
+    });
+    const td = document.createElement("td");
+    td.textContent = does;
+    tr.append(th, td);
+    table.append(tr);
+  };
+  for (const [name, label] of KEY_LABELS) if (pageKeys[name]) row([label], pageKeys[name].does);
+  row(["Tab", "Shift+Tab"], "move between the buttons, lists, tokens and links");
+  row(["Enter", "Space"], "press the focused button, or choose the focused token");
+  row(["?"], "this list");
+  row(["Esc"], "close it");
+  const note = document.createElement("p");
+  note.className = "hint";
+  note.textContent = "The keys do nothing while you type in a text box or choose in a list; press Tab to leave it.";
+  const form = document.createElement("form");
+  form.method = "dialog"; // submitting closes the dialog, no request
+  const close = document.createElement("button");
+  close.type = "submit";
+  close.className = "primary";
+  close.textContent = "Close";
+  form.append(close);
+  dialog.append(title, table, note, form);
+  dialog.addEventListener("keydown", keepFocusIn);
+  dialog.addEventListener("close", () => {
+    dialog.remove();
+    if (back && back !== document.body && back.isConnected && back.focus) back.focus();
+  });
+  document.body.append(dialog);
+  dialog.showModal(); // the rest of the page is inert while it is open
+  close.focus();
+}
+
+/** Tab and Shift+Tab go round the dialog's own controls, never out to the browser. */
+function keepFocusIn(ev) {
+  if (ev.key !== "Tab") return;
+  const focusable = [...ev.currentTarget.querySelectorAll("button, a[href], input, select, textarea, [tabindex]:not([tabindex='-1'])")]
+    .filter((el) => !el.disabled);
+  if (!focusable.length) return;
+  const first = focusable[0];
+  const last = focusable[focusable.length - 1];
+  const inside = ev.currentTarget.contains(document.activeElement);
+  if (!inside || (ev.shiftKey ? document.activeElement === first : document.activeElement === last)) {
+    ev.preventDefault();
+    (ev.shiftKey ? last : first).focus();
+  }
+}
+
+/** Move a <select> `delta` options along (clamped) and fire its change event, as a choice would. */
+export function stepSelect(select, delta) {
+  if (!select || select.disabled || !select.options.length) return false;
+  const i = Math.min(Math.max(0, select.selectedIndex + delta), select.options.length - 1);
+  if (i === select.selectedIndex) return false;
+  select.selectedIndex = i;
+  select.dispatchEvent(new Event("change", { bubbles: true }));
+  return true;
+}
+
+/** Move a range input `delta` steps (clamped to its min and max) and fire its input event, as a drag would. */
+export function stepRange(input, delta) {
+  if (!input || input.disabled || !delta) return false;
+  const before = input.value;
+  if (delta > 0) input.stepUp(delta);
+  else input.stepDown(-delta);
+  if (input.value === before) return false;
+  input.dispatchEvent(new Event("input", { bubbles: true }));
+  return true;
+}
+
+/** ←/→ the #layer select, ↑/↓ the #head select: the keys of a page that shows one layer and head. */
+export function layerHeadKeys() {
+  return {
+    left: { does: "previous layer", run: () => stepSelect($("layer"), -1) },
+    right: { does: "next layer", run: () => stepSelect($("layer"), 1) },
+    up: { does: "previous head", run: () => stepSelect($("head"), -1) },
+    down: { does: "next head", run: () => stepSelect($("head"), 1) },
+  };
 }

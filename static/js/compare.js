@@ -1,8 +1,8 @@
 // /text/compare: the same head on two texts; where does one token (default "it") look in each?
 import {
   $, api, readState, writeState, guarded, latestOnly, onRunForm, initModelSelect, fillLayerHead, onLayerHeadChange,
-  renderChips, tokenLabels, defaultQuery, wireToNested, labelAxis, baseLayout, PLOT_CONFIG, plotlyText, probabilityBars,
-  pct, fmt,
+  renderChips, tokenLabels, defaultQuery, wireToNested, labelAxis, baseLayout, plot, plotlyText, probabilityBars,
+  pct, fmt, keys, layerHeadKeys,
 } from "./common.js";
 
 const state = readState({
@@ -96,7 +96,7 @@ function draw() {
       margin: { l: 110, r: 30, t: 36, b: 50 },
       bargap: 0.15,
     });
-    Plotly.react($(`chart-${side}`), [bars], layout, PLOT_CONFIG);
+    plot($(`chart-${side}`), [bars], layout);
   }
 }
 
@@ -109,6 +109,7 @@ function wire() {
     run();
   });
   onLayerHeadChange(state, loadHead);
+  keys(layerHeadKeys());
   $("model").addEventListener("change", run);
 }
 

@@ -1,7 +1,7 @@
 // Shared by the Stable Diffusion pages: the served diffusion models, reading a streamed run
 // (Server-Sent Events over fetch, so a refused run still arrives as a JSON error), and the
 // picture-with-heatmap figure the word maps are drawn on.
-import { $, api, ApiError, decodeArray, baseLayout, PLOT_CONFIG, plotlyText, fmt } from "./common.js";
+import { $, api, ApiError, decodeArray, baseLayout, plot, plotlyText, fmt, DIVERGING } from "./common.js";
 
 /** Fill the hidden #model select with the served diffusion models; returns the model list. */
 export async function initDiffusionModel(state) {
@@ -130,7 +130,7 @@ export function pictureWithHeat(url, side, heat, { valueName = "attention", zmax
 export function heatRow(panels, { zmin, zmax, rows = 1 } = {}) {
   const cols = Math.ceil(panels.length / rows);
   const data = panels.map((p, i) => ({
-    type: "heatmap", z: p.z, xaxis: `x${i + 1}`, yaxis: `y${i + 1}`, colorscale: "RdBu", reversescale: true,
+    type: "heatmap", z: p.z, xaxis: `x${i + 1}`, yaxis: `y${i + 1}`, colorscale: DIVERGING,
     zmin, zmax, showscale: i === 0, colorbar: { thickness: 10, outlinewidth: 0, len: 0.9 },
     hovertemplate: `${plotlyText(p.title)}<br>(%{x}, %{y}): %{z:.3f}<extra></extra>`,
   }));
@@ -147,7 +147,7 @@ export function heatRow(panels, { zmin, zmax, rows = 1 } = {}) {
 }
 
 export function react(gd, figure) {
-  return Plotly.react(gd, figure[0], figure[1], PLOT_CONFIG);
+  return plot(gd, figure[0], figure[1]);
 }
 
 /** Largest |value| of decoded arrays, for a symmetric colour scale. */

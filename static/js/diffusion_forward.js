@@ -1,6 +1,6 @@
 // /diffusion/forward: a drawn scene, the VAE's latent of it, and the noise of timestep t added
 // (x_t = √ᾱ·z + √(1−ᾱ)·ε), beside the same noise level on the pixels.
-import { $, api, readState, writeState, guarded, latestOnly, decodeArray, fmt } from "./common.js";
+import { $, api, readState, writeState, guarded, latestOnly, decodeArray, fmt, keys, stepRange } from "./common.js";
 import { initDiffusionModel, channel, heatRow, react, absMax } from "./diffusion.js";
 
 const state = readState({ scene: 0, t: 500, seed: 0, model: "" });
@@ -54,10 +54,17 @@ function wire() {
     $("scene").value = String(state.scene);
     load();
   });
-  $("next-scene").addEventListener("click", () => {
-    state.scene = (state.scene + 1) % 10001;
-    $("scene").value = String(state.scene);
+  const scene = (s) => {
+    state.scene = s;
+    $("scene").value = String(s);
     load();
+  };
+  $("next-scene").addEventListener("click", () => scene((state.scene + 1) % 10001));
+  keys({
+    left: { does: "timestep t − 50 (less noise)", run: () => stepRange($("t"), -50) },
+    right: { does: "timestep t + 50 (more noise)", run: () => stepRange($("t"), 50) },
+    up: { does: "the previous scene", run: () => state.scene > 0 && scene(state.scene - 1) },
+    down: { does: "the next scene", run: () => scene((state.scene + 1) % 10001) },
   });
   $("noise-seed").addEventListener("change", () => {
     state.seed = Math.max(0, Math.round(Number($("noise-seed").value) || 0));

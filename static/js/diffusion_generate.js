@@ -1,6 +1,6 @@
 // /diffusion/generate: a text-to-image run streamed step by step; a scrubber, play, per-word
 // cross-attention over x̂₀, a strip of steps, two runs compared, and the runs' paths in latent space.
-import { $, api, ApiError, readState, writeState, showError, clearError, onRunForm, plotlyText, fmt, baseLayout, PLOT_CONFIG } from "./common.js";
+import { $, api, ApiError, readState, writeState, showError, clearError, onRunForm, plotlyText, fmt, baseLayout, plot, keys } from "./common.js";
 import { initDiffusionModel, runBody, streamRun, decodeStep, channel, tokenLabel, pictureWithHeat, heatRow, react, absMax } from "./diffusion.js";
 
 const STRIP = [1, 2, 3, 5, 8, 10, 15, 20, 30, 40]; // step numbers shown in the strip, when the run has them
@@ -209,10 +209,10 @@ async function drawPaths(signal) {
     marker: { size: pts.map((_, k) => (k === 0 || k === pts.length - 1 ? 11 : 6)) },
   }));
   const pc = (k) => `PC ${k + 1} (${(100 * r.explained[k]).toFixed(0)} % of the variance)`;
-  Plotly.react($("paths"), data, baseLayout({
+  plot($("paths"), data, baseLayout({
     xaxis: { title: { text: pc(0) }, zeroline: false }, yaxis: { title: { text: pc(1) }, zeroline: false },
-    margin: { l: 70, r: 20, t: 20, b: 60 }, legend: { orientation: "h", y: -0.2 },
-  }), PLOT_CONFIG);
+    margin: { l: 70, r: 20, t: 20, b: 90 }, legend: { orientation: "h", yref: "container", y: 0, yanchor: "bottom" },
+  }));
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -314,14 +314,30 @@ function renderWords() {
     chip.addEventListener("mouseleave", () => hover(false));
     chip.addEventListener("focus", () => hover(true));
     chip.addEventListener("blur", () => hover(false));
-    chip.addEventListener("click", () => {
-      state.word = state.word === i ? -1 : i;
-      box.querySelectorAll(".token").forEach((c) => c.classList.toggle("selected", Number(c.dataset.pos) === state.word));
-      writeState(state);
-      if (steps.length) drawX0(shownIndex());
-    });
+    chip.addEventListener("click", () => pinWord(state.word === i ? -1 : i));
     box.append(chip);
   });
+  pinWord(state.word, { quiet: true });
+}
+
+/** Keep word w's map over x̂₀ (-1: none); `quiet` when nothing is shown yet to redraw or record. */
+function pinWord(w, { quiet = false } = {}) {
+  state.word = w;
+  $("words").querySelectorAll(".token").forEach((c) => {
+    const on = Number(c.dataset.pos) === w;
+    c.classList.toggle("selected", on);
+    c.setAttribute("aria-pressed", String(on));
+  });
+  if (quiet) return;
+  writeState(state);
+  if (steps.length) drawX0(shownIndex());
+}
+
+/** ↑/↓: the previous or next word of the prompt, through "none" before the first. */
+function stepWord(d) {
+  if (!head) return;
+  const w = Math.min(Math.max(-1, state.word + d), head.tokens.length - 1);
+  if (w !== state.word) pinWord(w);
 }
 
 /** The strip's pictures as the VAE decodes them, once the run is done. */
@@ -417,17 +433,17 @@ function wire() {
       if (e.name !== "AbortError") showError(e.message);
     }
   });
-  document.addEventListener("keydown", (ev) => {
-    const tag = ev.target && ev.target.tagName;
-    if (["INPUT", "TEXTAREA", "SELECT"].includes(tag) || ev.altKey || ev.ctrlKey || ev.metaKey || !steps.length) return;
-    if (ev.key === "ArrowRight" || ev.key === "ArrowLeft") {
-      ev.preventDefault();
-      stop();
-      show(shownIndex() + (ev.key === "ArrowRight" ? 1 : -1));
-    } else if (ev.key === " " && tag !== "BUTTON") {
-      ev.preventDefault();
-      play();
-    }
+  const scrub = (d) => {
+    if (!steps.length) return;
+    stop();
+    show(shownIndex() + d);
+  };
+  keys({
+    left: { does: "previous denoising step", run: () => scrub(-1) },
+    right: { does: "next denoising step", run: () => scrub(1) },
+    up: { does: "the previous word's map over x̂₀", run: () => stepWord(-1) },
+    down: { does: "the next word's map over x̂₀", run: () => stepWord(1) },
+    space: { does: "play or pause the run", run: play },
   });
 }
 

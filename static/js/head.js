@@ -2,7 +2,8 @@
 import {
   $, api, readState, writeState, latestOnly, runText, onRunForm, initModelSelect, textBody, fillLayerHead, onLayerHeadChange,
   tokenLabels, defaultQuery,
-  decodeArray, toNested, nonFiniteToNull, heatmapTrace, labelAxis, baseLayout, PLOT_CONFIG, fmt, pct, DEFAULT_TEXT,
+  decodeArray, toNested, nonFiniteToNull, heatmapTrace, labelAxis, baseLayout, plot, fmt, pct, keys, stepSelect, MARK,
+  DEFAULT_TEXT,
 } from "./common.js";
 
 const state = readState({ text: DEFAULT_TEXT, model: "", layer: 0, head: 0, q: -1, step: 1 });
@@ -204,6 +205,7 @@ function plotPanel(div, p) {
   const trace = heatmapTrace(p.z, {
     rowLabels: p.rowLabels, colLabels: p.colLabels, rowName: p.rowName, colName: p.colName, valueName: p.valueName,
     zmin: p.zmin, zmax: p.zmax, nullText: "masked (−∞)",
+    signed: p.zmin === undefined, // all but the attention (0 to 1): inputs, weights, scores of either sign
   });
   trace.colorbar.thickness = 10;
   const layout = baseLayout({
@@ -213,11 +215,11 @@ function plotPanel(div, p) {
     yaxis: p.rowLabels ? labelAxis(p.rowLabels, { autorange: "reversed" }) : { title: { text: p.rowName }, autorange: "reversed", showgrid: false, zeroline: false },
     shapes: p.highlightRow !== undefined ? [{
       type: "rect", xref: "paper", yref: "y", x0: 0, x1: 1, y0: p.highlightRow - 0.5, y1: p.highlightRow + 0.5,
-      line: { color: "#e4572e", width: 2.5 }, fillcolor: "rgba(0,0,0,0)",
+      line: { color: MARK, width: 2.5 }, fillcolor: "rgba(0,0,0,0)",
     }] : [],
   });
   if (rows * cols === 0) return Promise.resolve();
-  return Plotly.newPlot(div, [trace], layout, PLOT_CONFIG);
+  return plot(div, [trace], layout);
 }
 
 function show() {
@@ -244,6 +246,7 @@ function show() {
 }
 
 function go(step) {
+  if (step < 1 || step > STEPS.length) return;
   state.step = step;
   show();
 }
@@ -264,10 +267,11 @@ function wire() {
   });
   $("prev-step").addEventListener("click", () => go(state.step - 1));
   $("next-step").addEventListener("click", () => go(state.step + 1));
-  document.addEventListener("keydown", (ev) => {
-    if (ev.target.closest("input, select, textarea")) return;
-    if (ev.key === "ArrowRight" && state.step < STEPS.length) go(state.step + 1);
-    if (ev.key === "ArrowLeft" && state.step > 1) go(state.step - 1);
+  keys({
+    left: { does: "previous step", run: () => go(state.step - 1) },
+    right: { does: "next step", run: () => go(state.step + 1) },
+    up: { does: "previous head", run: () => stepSelect($("head"), -1) },
+    down: { does: "next head", run: () => stepSelect($("head"), 1) },
   });
   onRunForm(() => {
     state.q = -1;

@@ -1,17 +1,38 @@
-// /text/heads: every layer × head as one Plotly figure of small heatmaps; click one to open it.
+// /text/heads: every layer × head as one Plotly figure of small heatmaps; click one to open it, or
+// mark one with the arrow keys (layer, head) and press Enter.
 import {
   $, readState, writeState, latestOnly, runText, onRunForm, initModelSelect, decodeArray, toNested, sliceFirst,
-  baseLayout, reactWithClick, pageUrl, DEFAULT_TEXT,
+  baseLayout, reactWithClick, pageUrl, keys, SEQUENTIAL, MARK, DEFAULT_TEXT,
 } from "./common.js";
 
-const state = readState({ text: DEFAULT_TEXT, model: "" });
+const state = readState({ text: DEFAULT_TEXT, model: "", layer: 0, head: 0 }); // layer, head: the marked one
+let grid = null; // the last /api/text/grid answer
 const seq = latestOnly();
 
 async function run() {
   await runText(state, seq, "/api/text/grid", async (g) => {
-    writeState(state);
+    grid = g;
+    moveMark(0, 0);
     await draw(g);
   });
+}
+
+/** The marked head's page. */
+function openUrl() {
+  return pageUrl("/text/attention", { text: state.text, model: state.model, layer: state.layer, head: state.head });
+}
+
+/** Move the mark by (layers, heads), inside the grid; the link and the URL follow it. */
+function moveMark(dl, dh) {
+  if (!grid) return;
+  state.layer = Math.min(Math.max(0, (state.layer | 0) + dl), grid.n_layers - 1);
+  state.head = Math.min(Math.max(0, (state.head | 0) + dh), grid.n_heads - 1);
+  writeState(state);
+  const link = $("open-head");
+  link.href = openUrl();
+  link.textContent = `Open layer ${state.layer}, head ${state.head} →`;
+  link.hidden = false;
+  if (dl || dh) draw(grid);
 }
 
 function draw(g) {
@@ -38,7 +59,7 @@ function draw(g) {
         z,
         xaxis: `x${n === 1 ? "" : n}`,
         yaxis: `y${n === 1 ? "" : n}`,
-        colorscale: "Viridis",
+        colorscale: SEQUENTIAL,
         zmin: 0,
         zmax: 1,
         showscale: n === 1,
@@ -64,6 +85,12 @@ function draw(g) {
       }
     }
   }
+  const m = state.layer * H + state.head + 1;
+  const ref = m === 1 ? "" : m;
+  layout.shapes = [{
+    type: "rect", xref: `x${ref} domain`, yref: `y${ref} domain`, x0: -0.04, x1: 1.04, y0: -0.04, y1: 1.04,
+    line: { color: MARK, width: 3 }, fillcolor: "rgba(0,0,0,0)",
+  }];
   const gd = $("grid");
   const width = gd.clientWidth || 1000;
   const cell = Math.min(190, Math.max(60, (width - 120) / H));
@@ -71,7 +98,7 @@ function draw(g) {
   $("grid-note").textContent =
     `${L} layers × ${H} heads = ${L * H} heatmaps, each ${s}×${s}` +
     (g.pooled ? " (the text is long, so each is averaged down to this size)" : " (one row and column per token)") +
-    ". Click a heatmap to open that head on its own.";
+    ". Click a heatmap to open that head on its own, or mark one with the arrow keys and press Enter.";
   return reactWithClick(gd, data, layout, (p) => {
     const H = gd.data.length && gd.layout.grid ? gd.layout.grid.columns : 1;
     const layer = Math.floor(p.curveNumber / H);
@@ -82,5 +109,12 @@ function draw(g) {
 
 $("text").value = state.text;
 onRunForm(run);
+keys({
+  left: { does: "mark the previous layer", run: () => moveMark(-1, 0) },
+  right: { does: "mark the next layer", run: () => moveMark(1, 0) },
+  up: { does: "mark the previous head", run: () => moveMark(0, -1) },
+  down: { does: "mark the next head", run: () => moveMark(0, 1) },
+  enter: { does: "open the marked head", run: () => { window.location.href = openUrl(); } },
+});
 $("model").addEventListener("change", run);
 initModelSelect(state).then(run);

@@ -2,7 +2,7 @@
 import {
   $, api, readState, writeState, guarded, latestOnly, runText, onRunForm, initModelSelect, textBody, fillLayerHead,
   onLayerHeadChange, renderChips, tokenLabels, showToken, autoGrow, wireToNested, heatmapTrace, labelAxis, baseLayout,
-  PLOT_CONFIG, reactWithClick, plotlyText, probabilityBars, pct, fmt, DEFAULT_TEXT,
+  plot, reactWithClick, plotlyText, probabilityBars, pct, fmt, keys, stepSelect, DEFAULT_TEXT,
 } from "./common.js";
 
 const K = 10;
@@ -51,7 +51,7 @@ async function loadAttention(my = seq.current()) {
     yaxis: labelAxis(labels, { autorange: "reversed" }),
     margin: { l: 90, r: 10, t: 36, b: 90 },
   });
-  await Plotly.react($("heatmap"), [heat], layout, PLOT_CONFIG);
+  await plot($("heatmap"), [heat], layout);
 }
 
 function drawNext(cands) {
@@ -104,6 +104,17 @@ function addToken(text) {
   run();
 }
 
+/** Take the last token off the text and run again: the step back from generating one. */
+function dropToken() {
+  if (!trace || trace.tokens.length < 2) return;
+  const last = trace.tokens[trace.tokens.length - 1].text;
+  const text = $("text").value;
+  if (!text.endsWith(last)) return; // the text was edited since it ran: leave it as typed
+  $("text").value = text.slice(0, text.length - last.length);
+  autoGrow($("text"));
+  run();
+}
+
 async function generate() {
   const my = seq.start();
   state.text = $("text").value;
@@ -129,6 +140,12 @@ function wire() {
   });
   $("generate").addEventListener("click", generate);
   onLayerHeadChange(state, loadAttention);
+  keys({
+    left: { does: "take the last token off", run: dropToken },
+    right: { does: "generate one token", run: generate },
+    up: { does: "previous head (the attention)", run: () => stepSelect($("head"), -1) },
+    down: { does: "next head (the attention)", run: () => stepSelect($("head"), 1) },
+  });
   $("model").addEventListener("change", run);
 }
 

@@ -2,7 +2,7 @@
 // picture drawn in Plotly with its patch grid and an optional heatmap over it. File names and class
 // labels reach the DOM through textContent only; in Plotly they go through plotlyText.
 
-import { $, api, ApiError, guarded, readState, writeState, latestOnly, baseLayout, PLOT_CONFIG, plotlyText, fmt } from "./common.js";
+import { $, api, ApiError, guarded, readState, writeState, latestOnly, baseLayout, plot, plotlyText, fmt, SEQUENTIAL, MARK } from "./common.js";
 
 /**
  * @typedef {{id: number, label: string, prob: number, logit: number}} ClassProb
@@ -209,7 +209,7 @@ export function pictureFigure(t, { heat = null, opacity = 0.6, selected = -1, va
   );
   const trace = {
     type: "heatmap", x: xs, y: ys, z, text, hoverinfo: "text", xgap: 0, ygap: 0,
-    opacity: heat ? opacity : 1, colorscale: heat ? "Viridis" : CLEAR, showscale: !!heat, zmin: 0,
+    opacity: heat ? opacity : 1, colorscale: heat ? SEQUENTIAL : CLEAR, showscale: !!heat, zmin: 0,
     colorbar: { thickness: 12, outlinewidth: 0, len: 0.9, title: { text: plotlyText(valueName), side: "right" } },
   };
   if (heat && zmax !== undefined) trace.zmax = zmax;
@@ -218,7 +218,7 @@ export function pictureFigure(t, { heat = null, opacity = 0.6, selected = -1, va
   for (let r = 1; r < rows; r++) shapes.push({ type: "line", x0: 0, x1: W, y0: r * ph, y1: r * ph, line: { color: "rgba(60,60,60,0.35)", width: 1 } });
   if (selected >= 0) {
     const r = Math.floor(selected / cols), c = selected % cols;
-    shapes.push({ type: "rect", x0: c * pw, x1: (c + 1) * pw, y0: r * ph, y1: (r + 1) * ph, line: { color: "#e4572e", width: 3 } });
+    shapes.push({ type: "rect", x0: c * pw, x1: (c + 1) * pw, y0: r * ph, y1: (r + 1) * ph, line: { color: MARK, width: 3 } });
   }
   const layout = baseLayout({
     title: title ? { text: plotlyText(title), x: 0.02, font: { size: 15 } } : undefined,
@@ -235,7 +235,7 @@ export function pictureFigure(t, { heat = null, opacity = 0.6, selected = -1, va
 /** Draw a picture figure into gd; the first draw wires hover/click to onHover(i)/onClick(i) (patch indices). */
 export function drawPicture(gd, figure, { onClick = null, onHover = null, trace = null } = {}) {
   const [data, layout] = figure;
-  return Plotly.react(gd, data, layout, PLOT_CONFIG).then(() => {
+  return plot(gd, data, layout).then(() => {
     if (gd.dataset.wired) return;
     gd.dataset.wired = "1";
     const at = (ev) => (ev && ev.points && ev.points[0] ? patchAt(trace(), ev.points[0]) : -1);

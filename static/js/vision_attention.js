@@ -1,6 +1,9 @@
 // /vision/attention: one layer's attention (a head, or the mean of heads) from CLS or a clicked patch,
 // drawn over the picture, with the raw [1+P, 1+P] matrix beside it.
-import { $, api, writeState, latestOnly, guarded, fillSelect, decodeArray, toNested, heatmapTrace, labelAxis, baseLayout, reactWithClick, pct } from "./common.js";
+import {
+  $, api, writeState, latestOnly, guarded, fillSelect, decodeArray, toNested, heatmapTrace, labelAxis, baseLayout, reactWithClick, pct,
+  keys, layerHeadKeys, MARK,
+} from "./common.js";
 import { visionState, visionBody, initPicker, pictureFigure, drawPicture, toGrid, tokenName, fillFrom } from "./vision.js";
 
 // head -1: the mean of the layer's heads. from: 0 is CLS, 1 + i is patch i.
@@ -81,7 +84,7 @@ function drawMatrix() {
     xaxis: labelAxis(ticks, { title: { text: "key: the token looked at" }, tickangle: -60 }),
     yaxis: labelAxis(ticks, { title: { text: "query: the token looking" }, autorange: "reversed" }),
     margin: { l: 70, r: 10, t: 10, b: 70 },
-    shapes: [{ type: "rect", x0: -0.5, x1: N - 0.5, y0: state.from - 0.5, y1: state.from + 0.5, line: { color: "#e4572e", width: 2 } }],
+    shapes: [{ type: "rect", x0: -0.5, x1: N - 0.5, y0: state.from - 0.5, y1: state.from + 0.5, line: { color: MARK, width: 2 } }],
   });
   reactWithClick($("matrix"), [heat], layout, (p) => {
     if (Number.isInteger(p.y)) selectFrom(p.y);
@@ -104,6 +107,7 @@ function wire() {
   }
   $("from-cls").addEventListener("click", () => selectFrom(0));
   $("from").addEventListener("change", () => selectFrom(Number($("from").value)));
+  keys(layerHeadKeys()); // ↑ from head 0 reaches "mean of heads", the list's first entry
   const op = $("opacity");
   op.value = String(state.opacity);
   $("opacity-out").textContent = op.value;

@@ -1,29 +1,58 @@
 // /vision/heads: each head's mean attention distance against depth, and the position embeddings'
-// cosine similarity as one small grid per patch.
-import { $, api, decodeArray, baseLayout, PLOT_CONFIG, plotlyText, fmt, pageUrl, viridis } from "./common.js";
+// cosine similarity as one small grid per patch. The arrow keys mark a head (layer, head); Enter opens it.
+import {
+  $, api, writeState, decodeArray, baseLayout, plot, plotlyText, fmt, pageUrl, viridis, keys, CATEGORICAL, DIVERGING, MARK,
+  OUTLINE,
+} from "./common.js";
 import { visionState, visionBody, initPicker } from "./vision.js";
 
-const state = visionState();
+const state = visionState({ layer: 0, head: 0 }); // layer, head: the marked head
 let trace = null;
+let heads = null; // {d: decoded distance [L, H], max: the largest possible distance}
 
 async function onTrace(t) {
   trace = t;
   const h = await api("/api/vision/heads", visionBody(state));
-  drawDistance(t, decodeArray(h.distance), h.max_distance);
+  heads = { d: decodeArray(h.distance), max: h.max_distance };
+  moveMark(0, 0);
   drawPositions(t, decodeArray(h.position_similarity));
 }
 
-function drawDistance(t, d, maxDistance) {
+/** The marked head on the attention page. */
+function openUrl() {
+  return pageUrl("/vision/attention", { image: state.image, model: state.model, layer: state.layer, head: state.head });
+}
+
+/** Move the mark by (layers, heads), inside the model; the chart, the link and the URL follow. */
+function moveMark(dl, dh) {
+  if (!heads) return;
+  const [L, H] = heads.d.shape;
+  state.layer = Math.min(Math.max(0, (state.layer | 0) + dl), L - 1);
+  state.head = Math.min(Math.max(0, (state.head | 0) + dh), H - 1);
+  writeState(state);
+  const link = $("open-head");
+  link.href = openUrl();
+  link.textContent = `Open layer ${state.layer}, head ${state.head} on the attention page →`;
+  link.hidden = false;
+  drawDistance(heads.d, heads.max);
+}
+
+/** The x of head h's point in layer l: the heads of a layer spread a little. */
+const spread = (l, h, H) => l + (h - (H - 1) / 2) * 0.06;
+
+function drawDistance(d, maxDistance) {
   const [L, H] = d.shape;
   const data = [];
   for (let h = 0; h < H; h++) {
+    // Heads are categories: Okabe-Ito while it has colours enough, else Viridis steps (both colour-blind safe).
     const [r, g, b] = viridis(H > 1 ? h / (H - 1) : 0.5);
+    const color = H <= CATEGORICAL.length - 1 ? CATEGORICAL[h] : `rgb(${r},${g},${b})`;
     const ys = Array.from({ length: L }, (_, l) => d.data[l * H + h]);
     data.push({
       type: "scatter", mode: "markers", name: `head ${h}`,
-      x: ys.map((_, l) => l + (h - (H - 1) / 2) * 0.06), // spread the heads of a layer a little
+      x: ys.map((_, l) => spread(l, h, H)),
       y: ys, customdata: ys.map((_, l) => [l, h]),
-      marker: { size: 12, color: `rgb(${r},${g},${b})`, line: { color: "#333", width: 0.5 } },
+      marker: { size: 12, color, line: { color: OUTLINE, width: 0.5 } },
       hovertext: ys.map((v, l) => `layer ${l}, head ${h}: ${fmt(v)} px`), hoverinfo: "text",
     });
   }
@@ -31,11 +60,17 @@ function drawDistance(t, d, maxDistance) {
     title: { text: "Mean attention distance (click a head to open it)", x: 0.02, font: { size: 15 } },
     xaxis: { title: { text: "layer (depth)" }, tickmode: "linear", dtick: 1, gridcolor: "#e4e7eb", zeroline: false },
     yaxis: { title: { text: "mean distance, input pixels" }, range: [0, maxDistance], gridcolor: "#e4e7eb" },
-    margin: { l: 70, r: 10, t: 40, b: 55 },
-    legend: { orientation: "h", y: -0.2 },
+    margin: { l: 70, r: 10, t: 40, b: 85 },
+    legend: { orientation: "h", yref: "container", y: 0, yanchor: "bottom" }, // under the axis title at any type size
+    // The marked head: a ring around its point, sized in pixels so it stays round at any zoom.
+    shapes: [{
+      type: "circle", xsizemode: "pixel", ysizemode: "pixel", xref: "x", yref: "y",
+      xanchor: spread(state.layer, state.head, H), yanchor: d.data[state.layer * H + state.head],
+      x0: -13, x1: 13, y0: -13, y1: 13, line: { color: MARK, width: 3 },
+    }],
   });
   const gd = $("distance");
-  Plotly.react(gd, data, layout, PLOT_CONFIG).then(() => {
+  plot(gd, data, layout).then(() => {
     if (gd.dataset.wired) return;
     gd.dataset.wired = "1";
     gd.on("plotly_click", (ev) => {
@@ -60,15 +95,22 @@ function drawPositions(t, s) {
       text[y][x] = plotlyText(`position of patch ${i} vs patch ${j}: ${fmt(s.data[i * P + j])}`);
     }
   }
-  const heat = { type: "heatmap", z, text, hoverinfo: "text", colorscale: "Viridis", zmin: -1, zmax: 1, hoverongaps: false,
+  const heat = { type: "heatmap", z, text, hoverinfo: "text", colorscale: DIVERGING, zmin: -1, zmax: 1, hoverongaps: false,
     colorbar: { thickness: 12, outlinewidth: 0, title: { text: "cosine", side: "right" } } };
-  Plotly.react($("pos-sim"), [heat], baseLayout({
+  plot($("pos-sim"), [heat], baseLayout({
     title: { text: "Position embedding similarity: one map per patch", x: 0.02, font: { size: 15 } },
     xaxis: { visible: false, constrain: "domain" },
     yaxis: { visible: false, autorange: "reversed", scaleanchor: "x", constrain: "domain" },
     margin: { l: 10, r: 10, t: 40, b: 10 },
     plot_bgcolor: "#fff",
-  }), PLOT_CONFIG);
+  }));
 }
 
+keys({
+  left: { does: "mark the previous layer", run: () => moveMark(-1, 0) },
+  right: { does: "mark the next layer", run: () => moveMark(1, 0) },
+  up: { does: "mark the previous head", run: () => moveMark(0, -1) },
+  down: { does: "mark the next head", run: () => moveMark(0, 1) },
+  enter: { does: "open the marked head on the attention page", run: () => { window.location.href = openUrl(); } },
+});
 initPicker(state, onTrace);

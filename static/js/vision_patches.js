@@ -1,6 +1,8 @@
 // /vision/patches: the picture cut into patches; a hovered (or chosen) patch is followed in: its
 // pixels, flattened, then its patch embedding, position embedding and their sum.
-import { $, api, writeState, latestOnly, fillSelect, decodeArray, heatmapTrace, labelAxis, baseLayout, PLOT_CONFIG } from "./common.js";
+import {
+  $, api, writeState, latestOnly, fillSelect, decodeArray, heatmapTrace, labelAxis, baseLayout, plot, PLOT_CONFIG, keys, DIVERGING,
+} from "./common.js";
 import { visionState, visionBody, initPicker, pictureFigure, drawPicture, patchName } from "./vision.js";
 
 const state = visionState({ patch: 0 });
@@ -56,7 +58,7 @@ function drawPatch(p) {
   $("patch-caption").textContent =
     `${patchName(t, p.patch)}: ${ph}×${pw} pixels × 3 channels = ${3 * ph * pw} numbers → × a ${dim}×${3 * ph * pw} matrix → ${dim} numbers`;
   // The patch itself: the same picture, zoomed to the patch.
-  Plotly.react($("patch-image"), [], baseLayout({
+  plot($("patch-image"), [], baseLayout({
     margin: { l: 10, r: 10, t: 10, b: 10 },
     xaxis: { range: [x0, x0 + pw], visible: false, constrain: "domain" },
     yaxis: { range: [y0 + ph, y0], visible: false, scaleanchor: "x", constrain: "domain" },
@@ -67,25 +69,39 @@ function drawPatch(p) {
   const n = ph * pw;
   const flat = [0, 1, 2].map((ch) => Array.from(px.data.subarray(ch * n, (ch + 1) * n)));
   const channels = ["R", "G", "B"];
-  Plotly.react($("flat"), [heatmapTrace(flat, {
+  plot($("flat"), [heatmapTrace(flat, {
     rowLabels: channels, rowName: "channel", colName: "pixel", valueName: "value", colorbar: false,
   })], baseLayout({
     xaxis: { title: { text: `pixel in the patch, row by row (0–${n - 1})` }, showgrid: false },
     yaxis: labelAxis(channels, { autorange: "reversed" }),
     margin: { l: 40, r: 10, t: 5, b: 45 },
-  }), PLOT_CONFIG);
+  }));
   const rows = ["patch embedding", "+ position", "= token"];
   const vecs = [p.embedding, p.position, p.stream].map((a) => Array.from(decodeArray(a).data));
   const lim = Math.max(...vecs.flat().map(Math.abs), 1e-6);
   const heat = heatmapTrace(vecs, { rowLabels: rows, rowName: "", colName: "dimension", valueName: "value", zmin: -lim, zmax: lim });
-  heat.colorscale = "RdBu";
-  heat.reversescale = true;
-  Plotly.react($("embedding"), [heat], baseLayout({
+  heat.colorscale = DIVERGING;
+  plot($("embedding"), [heat], baseLayout({
     xaxis: { title: { text: `dimension (0–${dim - 1})` }, showgrid: false },
     yaxis: labelAxis(rows, { autorange: "reversed" }),
     margin: { l: 120, r: 10, t: 5, b: 45 },
-  }), PLOT_CONFIG);
+  }));
+}
+
+/** Follow the patch `dr` rows and `dc` columns from this one, if the picture has it. */
+function movePatch(dr, dc) {
+  if (!trace) return;
+  const [rows, cols] = trace.grid;
+  const r = Math.floor(state.patch / cols) + dr;
+  const c = (state.patch % cols) + dc;
+  if (r >= 0 && r < rows && c >= 0 && c < cols) choose(r * cols + c);
 }
 
 $("patch").addEventListener("change", () => choose(Number($("patch").value)));
+keys({
+  left: { does: "follow the patch to the left", run: () => movePatch(0, -1) },
+  right: { does: "follow the patch to the right", run: () => movePatch(0, 1) },
+  up: { does: "follow the patch above", run: () => movePatch(-1, 0) },
+  down: { does: "follow the patch below", run: () => movePatch(1, 0) },
+});
 initPicker(state, onTrace);

@@ -1,6 +1,6 @@
 // /vision/rollout: attention rollout of CLS (or a clicked patch) after each layer; a slider steps
 // through the layers without asking the server again.
-import { $, api, writeState, latestOnly, decodeArray, baseLayout, PLOT_CONFIG, plotlyText, pct } from "./common.js";
+import { $, api, writeState, latestOnly, decodeArray, baseLayout, plot, plotlyText, pct, keys, stepRange, CATEGORICAL, MARK } from "./common.js";
 import { visionState, visionBody, initPicker, pictureFigure, drawPicture, toGrid, tokenName, fillFrom } from "./vision.js";
 
 const state = visionState({ step: -1, from: 0 }); // step -1: the last layer
@@ -47,14 +47,14 @@ function draw() {
   const self = Array.from({ length: L }, (_, l) => rowAt(l)[state.from]);
   const bars = {
     type: "bar", x: self.map((_, l) => `layer ${l}`), y: self,
-    marker: { color: self.map((_, l) => (l === state.step ? "#e4572e" : "#3b3f99")) },
+    marker: { color: self.map((_, l) => (l === state.step ? MARK : CATEGORICAL[0])) }, // magenta and blue: apart in any colour vision
     text: self.map(pct), textposition: "outside", cliponaxis: false,
     hovertext: self.map((v, l) => plotlyText(`after layer ${l}: ${pct(v)} on ${tokenName(t, state.from)} itself`)), hoverinfo: "text",
   };
-  Plotly.react($("self-chart"), [bars], baseLayout({
+  plot($("self-chart"), [bars], baseLayout({
     yaxis: { range: [0, 1.1], title: { text: "share on the token itself" }, gridcolor: "#e4e7eb" },
     margin: { l: 70, r: 20, t: 20, b: 50 },
-  }), PLOT_CONFIG);
+  }));
 }
 
 function selectFrom(token) {
@@ -71,6 +71,10 @@ function wire() {
   });
   $("from-cls").addEventListener("click", () => selectFrom(0));
   $("from").addEventListener("change", () => selectFrom(Number($("from").value)));
+  keys({
+    left: { does: "previous layer", run: () => stepRange($("step"), -1) },
+    right: { does: "next layer", run: () => stepRange($("step"), 1) },
+  });
 }
 
 wire();

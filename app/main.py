@@ -19,7 +19,7 @@ from app.middleware import Guard, error_body
 from app.registry import Registry, UnknownModel, load_registry
 from app.routes import vision
 from app.capture import diffusion as diffusion_capture
-from app.routes import diffusion, pages, text
+from app.routes import diffusion, export, pages, text
 from app.routes import rooms
 from app.routes import architecture
 from app.routes import lessons
@@ -169,6 +169,7 @@ def create_app(settings: Settings | None = None, registry: Registry | None = Non
     app.include_router(text.router)
     app.include_router(vision.router)
     app.include_router(diffusion.router)
+    app.include_router(export.router)
     app.include_router(architecture.router)
     app.include_router(pages.router)
     app.include_router(rooms.router)

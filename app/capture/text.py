@@ -15,6 +15,7 @@ Hook points are named as in TransformerLens, with their shapes (batch of one dro
 from __future__ import annotations
 
 import math
+import re
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -38,6 +39,27 @@ def hook_names(n_layers: int) -> list[str]:
             f"blocks.{l}.hook_resid_post",
         ]
     return names
+
+
+# What each hook holds, with its shape: the manifest of an exported trace (app/export.py) reads these.
+# Keyed by name with the layer written {l}; the module docstring shows the same table.
+MEANINGS = {
+    "hook_embed": "[pos, d_model] token embedding (wte)",
+    "hook_pos_embed": "[pos, d_model] position embedding (wpe)",
+    "blocks.{l}.ln1.hook_normalized": "[pos, d_model] X, the input of the attention's c_attn (after ln_1)",
+    "blocks.{l}.attn.hook_q": "[head, pos, d_head] queries, split from c_attn's output",
+    "blocks.{l}.attn.hook_k": "[head, pos, d_head] keys, split from c_attn's output",
+    "blocks.{l}.attn.hook_v": "[head, pos, d_head] values, split from c_attn's output",
+    "blocks.{l}.attn.hook_pattern": "[head, query_pos, key_pos] attention: softmax(QKᵀ/√d_head + causal mask)",
+    "blocks.{l}.attn.hook_z": "[head, pos, d_head] pattern · V, each head's output before c_proj",
+    "blocks.{l}.attn.hook_result": "[pos, d_model] concat(Z) · Wo + bo, the attention's output",
+    "blocks.{l}.hook_resid_post": "[pos, d_model] the residual stream after the block",
+}
+
+
+def meaning(name: str) -> str:
+    """A hook's shape and meaning ("blocks.3.attn.hook_q" -> MEANINGS["blocks.{l}.attn.hook_q"])."""
+    return MEANINGS[re.sub(r"^blocks\.\d+\.", "blocks.{l}.", name)]
 
 
 class TextTooLong(ValueError):

@@ -17,6 +17,7 @@ similarity of the position embeddings (`position_similarity`).
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -37,6 +38,25 @@ def hook_names(n_layers: int) -> list[str]:
             f"blocks.{l}.hook_resid_post",
         ]
     return names
+
+
+# What each hook holds, with its shape: the manifest of an exported trace (app/export.py) reads these.
+# Keyed by name with the layer written {l}; the module docstring shows the same table.
+MEANINGS = {
+    "hook_patch_embed": "[patch, d_model] each p×p×3 patch through the patch projection",
+    "hook_pos_embed": "[N, d_model] the learned position embeddings (row 0: CLS's); N = 1 + patches",
+    "hook_embed": "[N, d_model] CLS + patch embeddings + positions: the first residual stream",
+    "blocks.{l}.attn.hook_q": "[head, N, d_head] queries, from q_proj",
+    "blocks.{l}.attn.hook_k": "[head, N, d_head] keys, from k_proj",
+    "blocks.{l}.attn.hook_v": "[head, N, d_head] values, from v_proj",
+    "blocks.{l}.attn.hook_pattern": "[head, query, key] attention: softmax(QKᵀ/√d_head), no mask; token 0 is CLS",
+    "blocks.{l}.hook_resid_post": "[N, d_model] the residual stream after the block",
+}
+
+
+def meaning(name: str) -> str:
+    """A hook's shape and meaning ("blocks.3.attn.hook_q" -> MEANINGS["blocks.{l}.attn.hook_q"])."""
+    return MEANINGS[re.sub(r"^blocks\.\d+\.", "blocks.{l}.", name)]
 
 
 def pair(x) -> tuple[int, int]:

@@ -252,6 +252,7 @@ export async function runText(state, seq, path, onAnswer, extra) {
     const r = await api(path, textBody(state, extra));
     if (seq.isStale(my)) return;
     await onAnswer(r, my);
+    setTraceExport("/api/text/export", textBody(state));
   });
 }
 
@@ -403,12 +404,122 @@ export function textBody(state, extra = {}) {
 }
 
 // ---------------------------------------------------------------------------------------------
+// Export: every figure as PNG or SVG, every picture as PNG, the trace on screen as .npz
+
+/** A file name that says what the file shows, from the page and its address: glassbox-attention-heatmap-L2H1. */
+export function exportName(what) {
+  const q = new URLSearchParams(window.location.search);
+  const tag = (key, prefix) => {
+    const v = q.get(key);
+    return v && !v.startsWith("-") ? `${prefix}${v}` : ""; // -1 means "none chosen"
+  };
+  const parts = [
+    "glassbox", document.body.dataset.view, what, tag("layer", "L") + tag("head", "H"), tag("image", ""),
+    tag("patch", "patch"), tag("source", "from"), tag("scene", "scene"), tag("t", "t"), tag("seed", "seed"), tag("step", "step"),
+  ];
+  return parts.map((p) => String(p || "").replace(/[^A-Za-z0-9.]+/g, "-").replace(/^-+|-+$/g, "").slice(0, 40)).filter(Boolean).join("-");
+}
+
+/** Save a Blob as a file: a download link clicked (no new window; allowed by the CSP). */
+export function saveBlob(blob, name) {
+  const url = URL.createObjectURL(blob);
+  const a = document.createElement("a");
+  a.href = url;
+  a.download = name;
+  a.hidden = true;
+  document.body.append(a);
+  a.click();
+  a.remove();
+  setTimeout(() => URL.revokeObjectURL(url), 60_000); // the browser reads it after this returns
+}
+
+/** A Plotly figure as PNG (twice its size on screen: sharp on a slide) or SVG (for print and editing). */
+export function downloadFigure(gd, format) {
+  const title = gd.layout && gd.layout.title;
+  const what = gd.id || (title && (title.text || title)) || "figure";
+  return Plotly.downloadImage(gd, { format, filename: exportName(String(what)), scale: format === "png" ? 2 : 1 });
+}
+
+// Modebar icons that say what they save (an icon alone does not tell PNG from SVG); sized in style.css.
+const formatIcon = (label) => ({
+  svg: `<svg xmlns="http://www.w3.org/2000/svg" class="export-icon" viewBox="0 0 34 16"><text x="17" y="12.5" text-anchor="middle" font-size="12" font-weight="700" font-family="system-ui, sans-serif">${label}</text></svg>`,
+});
+const FIGURE_DOWNLOADS = [
+  { name: "glassbox-png", title: "Download this figure as PNG", icon: formatIcon("PNG"), click: (gd) => downloadFigure(gd, "png") },
+  { name: "glassbox-svg", title: "Download this figure as SVG", icon: formatIcon("SVG"), click: (gd) => downloadFigure(gd, "svg") },
+];
+
+/** data: URL -> Blob, decoded here (the CSP's connect-src does not let fetch() read data: URLs). */
+function dataUrlBlob(url) {
+  const m = /^data:([^;,]+)(;base64)?,(.*)$/s.exec(url);
+  if (!m) throw new Error("not a data: URL");
+  const bytes = m[2] ? base64ToBytes(m[3]) : new TextEncoder().encode(decodeURIComponent(m[3]));
+  return new Blob([bytes], { type: m[1] });
+}
+
+/** A "Download PNG" button under each picture of the page (<figure> <img class="pixel-img">), saving what it shows. */
+function addPictureDownloads() {
+  for (const img of document.querySelectorAll("figure img.pixel-img")) {
+    const button = document.createElement("button");
+    button.type = "button";
+    button.className = "picture-download";
+    button.textContent = "Download PNG";
+    button.title = "Save this picture as a PNG file";
+    button.disabled = !img.getAttribute("src");
+    img.addEventListener("load", () => { button.disabled = false; });
+    button.addEventListener("click", () => saveBlob(dataUrlBlob(img.src), `${exportName(img.id || "picture")}.png`));
+    img.after(button);
+  }
+}
+
+// "Download trace (.npz)" buttons (class trace-download): each is armed by its page with the request
+// for the trace it shows; app/routes/export.py answers with the file.
+const traceExports = new Map(); // button id -> {path, body}
+
+/** Arm the button `id` to download the trace POST `path` `body` exports; path null disarms it (nothing shown yet). */
+export function setTraceExport(path, body, id = "download-trace") {
+  const button = $(id);
+  if (!button) return;
+  if (path) traceExports.set(id, { path, body });
+  else traceExports.delete(id);
+  button.disabled = !path;
+}
+
+async function downloadTrace(id) {
+  const req = traceExports.get(id);
+  if (!req) return;
+  await guarded(async () => {
+    let res;
+    try {
+      res = await fetch(req.path, { method: "POST", headers: { "Content-Type": "application/json" }, body: JSON.stringify(req.body) });
+    } catch (e) {
+      throw new ApiError(0, "network", "Could not reach the glassbox server. Is it still running?");
+    }
+    if (!res.ok) {
+      const payload = await res.json().catch(() => null);
+      throw new ApiError(res.status, payload && payload.error, (payload && payload.detail) || `The server answered ${res.status}.`);
+    }
+    const name = /filename="([^"]+)"/.exec(res.headers.get("Content-Disposition") || "");
+    saveBlob(await res.blob(), name ? name[1] : `${exportName("trace")}.npz`);
+  }, "Preparing the trace file…");
+}
+
+// Every explorer page gets its picture and trace downloads here, without wiring them itself.
+if (document.body && document.body.dataset.view) {
+  document.querySelectorAll("button.trace-download").forEach((b) => b.addEventListener("click", () => downloadTrace(b.id)));
+  addPictureDownloads();
+}
+
+// ---------------------------------------------------------------------------------------------
 // Plotly helpers
 
 export const PLOT_CONFIG = {
   displaylogo: false,
   responsive: true,
-  modeBarButtonsToRemove: ["select2d", "lasso2d", "autoScale2d", "toggleSpikelines"],
+  displayModeBar: true, // always shown, not on hover only: the downloads must be seen to be found
+  // Plotly's own camera (toImage) saves PNG under one fixed name: FIGURE_DOWNLOADS name the view, and add SVG.
+  modeBarButtonsToRemove: ["select2d", "lasso2d", "autoScale2d", "toggleSpikelines", "toImage"],
+  modeBarButtonsToAdd: FIGURE_DOWNLOADS,
 };
 
 export const FONT = { family: "system-ui, -apple-system, 'Segoe UI', Roboto, sans-serif", size: 13, color: "#1f2933" };

@@ -2,7 +2,7 @@
 import {
   $, api, readState, writeState, guarded, latestOnly, onRunForm, initModelSelect, fillLayerHead, onLayerHeadChange,
   renderChips, tokenLabels, defaultQuery, wireToNested, labelAxis, baseLayout, plot, plotlyText, probabilityBars,
-  pct, fmt, keys, layerHeadKeys,
+  pct, fmt, keys, layerHeadKeys, setTraceExport,
 } from "./common.js";
 
 const state = readState({
@@ -25,6 +25,8 @@ async function run() {
   await guarded(async () => {
     const [ta, tb] = await Promise.all([api("/api/text/trace", body("a")), api("/api/text/trace", body("b"))]);
     if (seq.isStale(my)) return;
+    setTraceExport("/api/text/export", body("a"), "download-trace-a");
+    setTraceExport("/api/text/export", body("b"), "download-trace-b");
     fillLayerHead(state, ta);
     for (const [side, t] of [["a", ta], ["b", tb]]) {
       const key = `q${side}`;

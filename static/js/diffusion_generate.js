@@ -1,6 +1,8 @@
 // /diffusion/generate: a text-to-image run streamed step by step; a scrubber, play, per-word
 // cross-attention over x̂₀, a strip of steps, two runs compared, and the runs' paths in latent space.
-import { $, api, ApiError, readState, writeState, showError, clearError, onRunForm, plotlyText, fmt, baseLayout, plot, keys } from "./common.js";
+import {
+  $, api, ApiError, readState, writeState, showError, clearError, onRunForm, plotlyText, fmt, baseLayout, plot, keys, setTraceExport,
+} from "./common.js";
 import { initDiffusionModel, runBody, streamRun, decodeStep, channel, tokenLabel, pictureWithHeat, heatRow, react, absMax } from "./diffusion.js";
 
 const STRIP = [1, 2, 3, 5, 8, 10, 15, 20, 30, 40]; // step numbers shown in the strip, when the run has them
@@ -91,6 +93,8 @@ async function run({ keepStep = false } = {}) {
   $("step").disabled = true;
   $("run").disabled = true;
   writeState(state);
+  const exported = runBody(state); // the run this stream shows, for "Download trace" once it is done
+  setTraceExport(null);
   const started = performance.now();
   setProgress(0, state.steps, "Waiting for the first step…");
   try {
@@ -120,6 +124,7 @@ async function run({ keepStep = false } = {}) {
       },
       done: () => {
         finished = true;
+        setTraceExport("/api/diffusion/export", exported);
         setProgress(steps.length, steps.length, `Done: ${steps.length} steps in ${((performance.now() - started) / 1000).toFixed(1)} s`);
       },
     }, signal);

@@ -2,7 +2,9 @@
 // picture drawn in Plotly with its patch grid and an optional heatmap over it. File names and class
 // labels reach the DOM through textContent only; in Plotly they go through plotlyText.
 
-import { $, api, ApiError, guarded, readState, writeState, latestOnly, baseLayout, plot, plotlyText, fmt, SEQUENTIAL, MARK } from "./common.js";
+import {
+  $, api, ApiError, guarded, readState, writeState, latestOnly, baseLayout, plot, plotlyText, fmt, SEQUENTIAL, MARK, setTraceExport,
+} from "./common.js";
 
 /**
  * @typedef {{id: number, label: string, prob: number, logit: number}} ClassProb
@@ -70,6 +72,7 @@ export async function initPicker(state, onTrace) {
       markPicture(sel, t);
       writeState(state);
       await onTrace(t);
+      setTraceExport("/api/vision/export", visionBody(state));
     });
   }
 

@@ -18,6 +18,8 @@ def main(argv: list[str] | None = None) -> None:
     serve.add_argument("--vit", metavar="NAME_OR_PATH", help="any ViTForImageClassification checkpoint: a Hub id (google/vit-base-patch16-224) or a folder")
     serve.add_argument("--sd", metavar="NAME_OR_PATH", help="any Stable Diffusion 1.x pipeline: a Hub id or a diffusers folder ('' for none)")
     serve.add_argument("--device", help="where Stable Diffusion runs: auto (default: a GPU when there is one), cpu, cuda, ...")
+    serve.add_argument("--workers", type=int, help="server processes (default 1); more than 1 needs --redis-url")
+    serve.add_argument("--redis-url", metavar="URL", help="share rooms and traces between processes through Redis (redis://host:6379/0)")
 
     train = sub.add_parser("train", help="train a shipped model into models/")
     train.add_argument("family", choices=["gpt2", "vit", "sd"])
@@ -32,7 +34,7 @@ def main(argv: list[str] | None = None) -> None:
 
     if args.command == "serve":
         # Flags become GLASSBOX_* settings, so the one Settings class stays the only source.
-        for name in ("host", "port", "gpt2", "vit", "sd", "device"):
+        for name in ("host", "port", "gpt2", "vit", "sd", "device", "workers", "redis_url"):
             value = getattr(args, name)
             if value is not None:
                 os.environ[f"GLASSBOX_{name.upper()}"] = str(value)
@@ -43,11 +45,28 @@ def main(argv: list[str] | None = None) -> None:
         from app.settings import get_settings
 
         s = get_settings()
+        if s.workers > 1 and not s.redis_url:
+            # Refused rather than warned: a room made on one process would not exist on the others.
+            sys.exit(f"glassbox: error: --workers {s.workers} needs --redis-url (GLASSBOX_REDIS_URL): "
+                     "without Redis each process keeps its own rooms and traces")
         try:  # before the server starts: a missing or corrupt folder is one line, not a traceback
             registry = load_registry(s)
         except ModelLoadError as e:
             sys.exit(f"glassbox: error: {e}")
-        uvicorn.run(create_app(s, registry), host=s.host, port=s.port, log_level="info")
+        if s.redis_url:
+            import redis
+
+            try:
+                redis.Redis.from_url(s.redis_url, socket_connect_timeout=5).ping()
+            except (redis.RedisError, ValueError) as e:  # the URL itself is not printed: it may hold a password
+                sys.exit(f"glassbox: error: cannot reach Redis at GLASSBOX_REDIS_URL: {e}")
+        if s.workers > 1:
+            # uvicorn starts each worker from an import string; each loads the models in its lifespan.
+            # The copy above only proved that they load: dropped before the workers start.
+            del registry
+            uvicorn.run("app.main:create_app", factory=True, workers=s.workers, host=s.host, port=s.port, log_level="info")
+        else:
+            uvicorn.run(create_app(s, registry), host=s.host, port=s.port, log_level="info")
     elif args.command == "train":
         if args.family == "gpt2":
             from app.training import gpt2

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import os
 from contextlib import asynccontextmanager
 from pathlib import Path
 
 import plotly
+import redis.asyncio as aioredis
 import swagger_ui_bundle
 from fastapi import FastAPI, HTTPException, Request
 from fastapi.exceptions import RequestValidationError
@@ -23,12 +25,31 @@ from app.routes import diffusion, export, pages, text
 from app.routes import rooms
 from app.routes import architecture
 from app.routes import lessons
+from app.rooms_redis import RedisRooms
 from app.runs import Busy, Runner, StreamRunner
+from app.shared import RedisTraces
 from app.settings import ROOT, Settings, get_settings
 
 # Plotly.js from the installed plotly package: no CDN, so a classroom works offline.
 PLOTLY_JS = Path(plotly.__file__).parent / "package_data" / "plotly.min.js"
 SWAGGER_DIR = Path(swagger_ui_bundle.swagger_ui_path)  # Swagger UI 5 (reads OpenAPI 3.1), offline too
+
+
+@asynccontextmanager
+async def share_through_redis(app: FastAPI, settings: Settings):
+    """Rooms and finished traces in Redis, so that every process serves the same ones."""
+    client = aioredis.from_url(settings.redis_url, encoding_errors="surrogatepass")  # a query may hold any str
+    rooms = RedisRooms(client, settings.max_rooms, settings.max_followers_per_room, settings.room_idle_s)
+    await rooms.start()
+    app.state.rooms = rooms
+    app.state.runner.shared = RedisTraces(client, "traces", settings.trace_cache_bytes)
+    app.state.streams.shared = RedisTraces(client, "diffusion", settings.diffusion_cache_bytes)
+    try:
+        yield
+    finally:
+        await rooms.aclose()
+        await client.aclose()
+
 
 def create_app(settings: Settings | None = None, registry: Registry | None = None) -> FastAPI:
     """registry: models already loaded (`glassbox serve` loads them first, to fail in one line)."""
@@ -37,7 +58,11 @@ def create_app(settings: Settings | None = None, registry: Registry | None = Non
     @asynccontextmanager
     async def lifespan(app: FastAPI):
         app.state.registry = registry or load_registry(settings)
-        yield
+        if settings.redis_url:
+            async with share_through_redis(app, settings):
+                yield
+        else:
+            yield
 
     app = FastAPI(
         title="glassbox",
@@ -87,6 +112,7 @@ def create_app(settings: Settings | None = None, registry: Registry | None = Non
         runner, streams = request.app.state.runner, request.app.state.streams
         return {
             "ok": True,
+            "pid": os.getpid(),  # which process answered, with --workers N
             "text_runs": {"pending": runner.pending, "computed": runner.computed, "cached": len(runner.cache)},
             "diffusion_runs": {"pending": streams.pending, "computed": streams.computed, "cached": len(streams.cache)},
         }

@@ -6,9 +6,9 @@ followers subscribe and wait for the next version. Rooms close when their presen
 silent for `idle_s` (an open presenter page keeps sending), and both the number of rooms and the
 followers of one room are bounded.
 
-`Rooms` is the only store and its methods are async on purpose: a Redis backend would keep the
-same methods (the room in a hash with a TTL, changes over pub/sub, followers as a counter). This
-one keeps everything in the memory of one server process.
+`Rooms` keeps everything in the memory of one server process (the default: one laptop). Its methods
+are async so that app/rooms_redis.py's `RedisRooms` can keep the same ones for many processes
+(the room in a hash with a TTL, changes over pub/sub, followers counted per process).
 """
 
 from __future__ import annotations
@@ -91,6 +91,13 @@ class _Room:
 def hash_secret(secret: str) -> bytes:
     # Compare digests, not the secrets: both sides have the same length whatever was sent.
     return hashlib.sha256(secret.encode("utf-8", "surrogatepass")).digest()
+
+
+def check_secret(code: str, secret_hash: bytes, secret: str | None) -> None:
+    # Constant time: how much of a guess matched must not show in how long the answer takes.
+    matches = hmac.compare_digest(secret_hash, hash_secret(secret or ""))
+    if not (secret and matches):
+        raise NotPresenter(code)
 
 
 class Rooms:
@@ -194,10 +201,7 @@ class Rooms:
 
     @staticmethod
     def _check_secret(room: _Room, secret: str | None) -> None:
-        # Constant time: how much of a guess matched must not show in how long the answer takes.
-        matches = hmac.compare_digest(room.secret_hash, hash_secret(secret or ""))
-        if not (secret and matches):
-            raise NotPresenter(room.code)
+        check_secret(room.code, room.secret_hash, secret)
 
     def _drop(self, room: _Room) -> None:
         room.closed = True

@@ -1,7 +1,9 @@
 """Model runs off the event loop: a bounded number at once, a bounded queue, a byte-bounded cache.
 
 Thirty students opening the same link cost one run: identical requests in flight share one
-future, and finished traces stay in an LRU cache sized by their array bytes.
+future, and finished traces stay in an LRU cache sized by their array bytes. With `shared` set
+(app/shared.py, when GLASSBOX_REDIS_URL is), a miss asks Redis before computing and only one
+process computes a given run: the same run is cached once for every process.
 """
 
 from __future__ import annotations
@@ -11,7 +13,11 @@ import logging
 import threading
 from collections import OrderedDict
 from collections.abc import Callable, Hashable
-from typing import Any
+from contextlib import AsyncExitStack
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from app.shared import RedisTraces
 
 log = logging.getLogger(__name__)
 
@@ -57,6 +63,16 @@ class Runner:
         self._inflight: dict[Hashable, asyncio.Future] = {}
         self.pending = 0  # runs admitted and not yet finished (running + queued)
         self.computed = 0  # runs actually computed (cache misses), for tests and /healthz
+        self.shared: RedisTraces | None = None  # set by the app when processes share Redis
+
+    async def cached(self, key: Hashable) -> Any | None:
+        """The trace if this process or (when shared) another one holds it; never computes."""
+        hit = self.cache.get(key)
+        if hit is None and self.shared is not None:
+            hit = await self.shared.get(key)
+            if hit is not None:
+                self.cache.put(key, hit, hit.nbytes)
+        return hit
 
     async def get(self, key: Hashable, fn: Callable[[], Any], nbytes: Callable[[Any], int]) -> Any:
         hit = self.cache.get(key)
@@ -64,16 +80,10 @@ class Runner:
             return hit
         if key in self._inflight:
             return await asyncio.shield(self._inflight[key])
-        if self.pending >= self.max_concurrent + self.max_queued:
-            raise Busy(f"{self.pending} runs are already waiting")
         fut = asyncio.get_running_loop().create_future()
-        self._inflight[key] = fut
-        self.pending += 1
+        self._inflight[key] = fut  # before the first await, so identical requests join this one
         try:
-            async with self._slots:
-                value = await asyncio.to_thread(fn)
-            self.computed += 1
-            self.cache.put(key, value, nbytes(value))
+            value = await self._fetch_or_run(key, fn, nbytes)
             fut.set_result(value)
             return value
         except BaseException as e:
@@ -81,8 +91,33 @@ class Runner:
             fut.exception()  # mark retrieved: waiters get it, nobody else must
             raise
         finally:
-            self.pending -= 1
             del self._inflight[key]
+
+    async def _fetch_or_run(self, key: Hashable, fn: Callable[[], Any], nbytes: Callable[[Any], int]) -> Any:
+        if self.shared is not None:
+            found = await self.shared.get(key)  # another process's run is served even when we are busy
+            if found is not None:
+                self.cache.put(key, found, nbytes(found))
+                return found
+        if self.pending >= self.max_concurrent + self.max_queued:
+            raise Busy(f"{self.pending} runs are already waiting")
+        self.pending += 1
+        try:
+            async with AsyncExitStack() as stack:
+                if self.shared is not None:
+                    found = await stack.enter_async_context(self.shared.turn(key))
+                    if found is not None:  # another process computed it while we waited for the lock
+                        self.cache.put(key, found, nbytes(found))
+                        return found
+                async with self._slots:
+                    value = await asyncio.to_thread(fn)
+                self.computed += 1
+                self.cache.put(key, value, nbytes(value))
+                if self.shared is not None:
+                    await self.shared.put(key, value)  # inside the lock: waiters find it as it is released
+                return value
+        finally:
+            self.pending -= 1
 
 
 class LiveRun:
@@ -102,7 +137,9 @@ class LiveRun:
 
 class StreamRunner:
     """Streamed runs (diffusion): at most max_concurrent computing, max_queued waiting, then Busy.
-    A finished run stays in a byte-bounded cache; asking again replays it without computing."""
+    A finished run stays in a byte-bounded cache; asking again replays it without computing. With
+    `shared` set, finished runs are shared with the other processes too (a run still streaming is
+    not: each process streams its own, rather than holding a page with no steps until another ends)."""
 
     def __init__(self, max_concurrent: int, max_queued: int, cache_bytes: int):
         self.max_concurrent, self.max_queued = max_concurrent, max_queued
@@ -112,12 +149,24 @@ class StreamRunner:
         self._tasks: set[asyncio.Task] = set()
         self.pending = 0
         self.computed = 0
+        self.shared: RedisTraces | None = None
 
-    def start(self, key: Hashable, head: dict, work: Callable[[LiveRun], Any], nbytes: Callable[[Any], int],
-              replay: Callable[[Any], list[dict]]) -> LiveRun:
+    async def cached(self, key: Hashable) -> Any | None:
+        """A finished run held by this process or (when shared) another one; never computes."""
+        hit = self.cache.get(key)
+        if hit is None and self.shared is not None:
+            hit = await self.shared.get(key)
+            if hit is not None:
+                self.cache.put(key, hit, hit.nbytes)
+        return hit
+
+    async def start(self, key: Hashable, head: dict, work: Callable[[LiveRun], Any], nbytes: Callable[[Any], int],
+                    replay: Callable[[Any], list[dict]]) -> LiveRun:
         """work(run) computes in a thread, appending to run.events and polling run.cancel; its return
         value is cached. replay(result) rebuilds the events of a cached result."""
         hit = self.cache.get(key)
+        if hit is None and key not in self._live:  # one streaming here is joined, not looked up elsewhere
+            hit = await self.cached(key)
         if hit is not None:
             run = LiveRun(key, head)
             run.events, run.result, run.done = replay(hit), hit, True
@@ -144,6 +193,8 @@ class StreamRunner:
             self.computed += 1
             self.cache.put(run.key, result, nbytes(result))
             run.result = result
+            if self.shared is not None:
+                await self.shared.put(run.key, result)
         except Exception as e:  # noqa: BLE001 - reported to the page, the server goes on
             run.error = "cancelled" if run.cancel.is_set() else f"{type(e).__name__}: {e}"
             if not run.cancel.is_set():

@@ -51,6 +51,11 @@ class Settings(BaseSettings):
     room_ping_s: float = 15  # a keep-alive comment on quiet streams, so proxies and browsers keep them open
     room_state_max_bytes: int = 64 * 2**10  # a view's query string (fits a 20,000-character English text, URL-encoded)
 
+    # Many processes (`--workers N`, or several servers behind a proxy) share the rooms and the
+    # finished traces through Redis (app/rooms_redis.py, app/shared.py). Empty: this process's memory.
+    redis_url: str = ""  # e.g. redis://127.0.0.1:6379/0
+    workers: int = 1  # server processes; more than one needs redis_url, or rooms would split between them
+
 
 @lru_cache
 def get_settings() -> Settings:

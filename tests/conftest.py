@@ -4,6 +4,8 @@ the real server started on a free port."""
 from __future__ import annotations
 
 import os
+import shutil
+import signal
 import socket
 import subprocess
 import sys
@@ -184,3 +186,76 @@ def live_server(sd_dir):
         proc.wait(10)
     except subprocess.TimeoutExpired:
         proc.kill()
+
+
+@contextmanager
+def redis_server():
+    """A real redis-server on a free loopback port, keeping nothing on disk; stopped at the end.
+    Yields its URL without a database number."""
+    exe = shutil.which("redis-server")
+    if exe is None:
+        if os.environ.get("CI"):  # CI must run the many-process tests, never skip them
+            pytest.fail("redis-server is not installed: ./run.sh test installs Debian's redis-server")
+        pytest.skip("redis-server is not installed (./run.sh test installs it)")
+    import redis
+
+    port = free_port()
+    proc = subprocess.Popen([exe, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"],
+                            stdout=subprocess.DEVNULL)
+    try:
+        deadline = time.time() + 20
+        while True:
+            try:
+                redis.Redis(port=port, socket_connect_timeout=1).ping()
+                break
+            except redis.ConnectionError:
+                if proc.poll() is not None or time.time() > deadline:
+                    raise RuntimeError("redis-server did not start") from None
+                time.sleep(0.05)
+        yield f"redis://127.0.0.1:{port}"
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+
+
+@pytest.fixture(scope="module")
+def redis_url():
+    with redis_server() as url:
+        yield url
+
+
+@contextmanager
+def server_process(env: dict, args: tuple = (), timeout: float = 180):
+    """`python -m app serve *args` in its own process (and process group, for --workers) with
+    `env` over this one's; yields its base URL once /healthz answers, stops the group at the end."""
+    port = free_port()
+    proc = subprocess.Popen([sys.executable, "-m", "app", "serve", *args], cwd=ROOT, start_new_session=True,
+                            env={**os.environ, **env, "GLASSBOX_PORT": str(port)})
+    base = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.time() + timeout
+        while True:
+            if proc.poll() is not None:
+                raise RuntimeError(f"server exited with {proc.returncode}")
+            try:
+                if httpx.get(base + "/healthz", timeout=1).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                if time.time() > deadline:
+                    raise RuntimeError(f"server did not start within {timeout:.0f} s") from None
+                time.sleep(0.3)
+        yield base
+    finally:
+        for sig in (signal.SIGTERM, signal.SIGKILL):
+            try:
+                os.killpg(proc.pid, sig)  # the server and any workers it started
+            except ProcessLookupError:
+                break
+            try:
+                proc.wait(20)
+                break
+            except subprocess.TimeoutExpired:
+                continue

@@ -96,7 +96,7 @@ def sse(event: str, data: dict) -> str:
     return f"event: {event}\ndata: {json.dumps(data, separators=(',', ':'))}\n\n"
 
 
-def start_run(dm: DiffusionModel, req: capture.Request, streams: StreamRunner) -> LiveRun:
+async def start_run(dm: DiffusionModel, req: capture.Request, streams: StreamRunner) -> LiveRun:
     def work(run: LiveRun) -> capture.Trace:
         with dm.lock:  # the UNet's attention processors are shared state: one run on a pipeline at a time
             trace = capture.run(dm, req, on_step=lambda tr, s: run.events.append({"event": "step", "data": step_event(tr, s)}),
@@ -104,7 +104,7 @@ def start_run(dm: DiffusionModel, req: capture.Request, streams: StreamRunner) -
         run.events.append({"event": "done", "data": done_event(trace)})
         return trace
 
-    return streams.start(run_key(dm, req), head_of(dm, req), work, lambda t: t.nbytes, replay)
+    return await streams.start(run_key(dm, req), head_of(dm, req), work, lambda t: t.nbytes, replay)
 
 
 @router.post("/run", response_class=StreamingResponse,
@@ -117,7 +117,7 @@ async def run(body: schemas.DiffusionIn, request: Request, registry: RegistryDep
     if body.steps > max_steps:  # the schema allows 100; a server started with fewer says so here
         raise HTTPException(422, f"steps: at most {max_steps} on this server (asked for {body.steps}).")
     req = to_request(body)
-    live = start_run(dm, req, streams)  # Busy -> 503 + Retry-After before anything is streamed
+    live = await start_run(dm, req, streams)  # Busy -> 503 + Retry-After before anything is streamed
 
     async def events():
         live.watchers += 1
@@ -144,16 +144,16 @@ async def run(body: schemas.DiffusionIn, request: Request, registry: RegistryDep
     return StreamingResponse(events(), media_type="text/event-stream", headers={"Cache-Control": "no-store"})
 
 
-def cached_trace(dm: DiffusionModel, req: capture.Request, streams: StreamRunner) -> capture.Trace:
-    trace = streams.cache.get(run_key(dm, req))
+async def cached_trace(dm: DiffusionModel, req: capture.Request, streams: StreamRunner) -> capture.Trace:
+    trace = await streams.cached(run_key(dm, req))
     if trace is None:
         raise HTTPException(404, "That run is not in the cache (any more): run it first.")
     return trace
 
 
-def cached_step(dm: DiffusionModel, body: schemas.DiffusionLayersIn, streams: StreamRunner) -> tuple[capture.Trace, capture.Step]:
+async def cached_step(dm: DiffusionModel, body: schemas.DiffusionLayersIn, streams: StreamRunner) -> tuple[capture.Trace, capture.Step]:
     """A finished run's trace and its step `body.step` (422 past its last step)."""
-    trace = cached_trace(dm, to_request(body), streams)
+    trace = await cached_trace(dm, to_request(body), streams)
     if body.step >= len(trace.steps):
         raise HTTPException(422, f"step {body.step} is out of range: the run has steps 0–{len(trace.steps) - 1}.")
     return trace, trace.steps[body.step]
@@ -163,7 +163,7 @@ def cached_step(dm: DiffusionModel, body: schemas.DiffusionLayersIn, streams: St
 async def layers(body: schemas.DiffusionLayersIn, registry: RegistryDep, streams: StreamsDep):
     """The raw cross-attention of every layer at one step of a finished run: [heads, pixels, tokens]."""
     dm = registry.diffusion_model(body.model)
-    trace, s = cached_step(dm, body, streams)
+    trace, s = await cached_step(dm, body, streams)
     return {"tokens": trace.tokens, "layers": {name: encode(m).model_dump() for name, m in s.layers.items()}}
 
 
@@ -172,7 +172,7 @@ async def decode(body: schemas.DiffusionDecodeIn, registry: RegistryDep, streams
     """The exact picture of one step of a finished run: its latent x_t or its x̂₀ through the VAE
     (the stream carries fast previews; this is what a page shows for the step it stops at)."""
     dm = registry.diffusion_model(body.model)
-    trace, s = cached_step(dm, body, streams)
+    trace, s = await cached_step(dm, body, streams)
     image = await asyncio.to_thread(capture.decode, dm, s.latent if body.which == "latent" else s.x0, trace.scaling_factor)
     return {"step": body.step, "which": body.which, "image": png(image)}
 
@@ -184,7 +184,7 @@ async def paths(body: schemas.RunsIn, registry: RegistryDep, streams: StreamsDep
     traces = []
     for r in body.runs:
         dm = registry.diffusion_model(r.model)
-        traces.append(cached_trace(dm, to_request(r), streams))
+        traces.append(await cached_trace(dm, to_request(r), streams))
     x = np.concatenate([np.stack([s.latent.ravel() for s in t.steps]) for t in traces])
     x = x - x.mean(0)
     _, sv, vt = np.linalg.svd(x, full_matrices=False)

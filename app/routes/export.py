@@ -58,7 +58,7 @@ async def diffusion_export(body: schemas.DiffusionIn, registry: RegistryDep, str
     """A finished run (the same body as /api/diffusion/run) as .npz: every step's latents, noise,
     x̂₀, word maps and cross-attention layers, and the image. 404 if it is not in the cache."""
     dm = registry.diffusion_model(body.model)
-    trace = streams.cache.get(diffusion_routes.run_key(dm, diffusion_routes.to_request(body)))
+    trace = await streams.cached(diffusion_routes.run_key(dm, diffusion_routes.to_request(body)))  # or another process's
     if trace is None:
         raise HTTPException(404, NOT_CACHED)
     return await npz_response(export.diffusion(dm, trace))

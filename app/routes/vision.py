@@ -53,7 +53,7 @@ async def run_capture(runner: Runner, vm: VisionModel, image_id: str, load) -> c
 async def get_trace(body: schemas.VisionIn, registry: Registry, runner: Runner) -> capture.VisionTrace:
     vm = registry.vision_model(body.model)
     if body.image.startswith("u-"):
-        t = runner.cache.get(("vision", vm.name, body.image))
+        t = await runner.cached(("vision", vm.name, body.image))  # an upload another process traced counts too
         if t is None:
             raise HTTPException(404, GONE)
         return t

@@ -343,8 +343,6 @@ def test_get_endpoints_ignore_a_hostile_query(hc, path):
     assert "<script>" not in r.text  # nothing of the query is reflected
 
 
-@pytest.mark.xfail(strict=True, reason="405 (and 404 for an unknown path) come from Starlette's own HTTPException, which "
-                   "app/main.py's handler (registered for FastAPI's subclass) does not shape: body {\"detail\"} only")
 @pytest.mark.parametrize("method, path", [("POST", "/api/models"), ("GET", "/api/text/trace"), ("GET", "/api/no-such-thing")])
 def test_wrong_method_or_path_gets_the_app_error_shape(hc, method, path):
     refused(hc, hc.request(method, path), 404, 405)

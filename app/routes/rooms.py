@@ -19,10 +19,12 @@ from fastapi.responses import RedirectResponse, StreamingResponse
 from pydantic import BaseModel, Field
 from starlette.background import BackgroundTask
 
+from app import i18n
 from app import rooms as store
+from app.i18n import N_
 from app.schemas import ErrorOut
 from app.routes.errors import JSON_ERRORS, JSONBodyRoute
-from app.routes.pages import DIFFUSION_PAGES, TEXT_PAGES, VISION_PAGES, render
+from app.routes.pages import DIFFUSION_PAGES, TEXT_PAGES, VISION_PAGES, render, request_language
 from app.settings import Settings
 
 # 404 for a room code there is not, 403 for a change without the presenter's secret, 415 for a body
@@ -218,7 +220,7 @@ async def join_form(request: Request, rooms: RoomsDep, code: str = ""):
     """The page where a student types the code; with ?code= it goes straight to the room."""
     if code:
         return await join(request, code, rooms)
-    return render(request, "join.html", title="Join a room", code="", message="")
+    return render(request, "join.html", title=N_("Join a room"), code="", message="")
 
 
 @router.get("/join/{code}", include_in_schema=False)
@@ -231,8 +233,9 @@ async def join(request: Request, code: str, rooms: RoomsDep):
         state = None
     if state is None:
         shown = code[:20]
-        message = f"There is no room {shown}: it has ended, or the code is mistyped."
-        response = render(request, "join.html", title="Join a room", code=shown, message=message)
+        _ = i18n.gettext_for(request_language(request))
+        message = _("There is no room %(code)s: it has ended, or the code is mistyped.") % {"code": shown}
+        response = render(request, "join.html", title=N_("Join a room"), code=shown, message=message)
         response.status_code = 404
         return response
     query = state.view.query

@@ -3,6 +3,11 @@
 // typed or a token's text reaches the DOM through textContent only (never innerHTML), and Plotly
 // labels are entity-escaped (see plotlyText).
 
+// The page's language (static/js/i18n.js): t("English msgid", {name: value}) on every interface string.
+import { LANG_KEY, t } from "./i18n.js";
+
+export { LANG, LANG_KEY, t } from "./i18n.js";
+
 /**
  * @typedef {{shape: number[], dtype: string, data: string}} WireArray  float16, base64, C order
  * @typedef {{id: number, text: string}} Token
@@ -168,6 +173,7 @@ export function writeState(state) {
     params.set(key, String(value));
   }
   const current = new URLSearchParams(window.location.search);
+  if (current.has(LANG_KEY) && !params.has(LANG_KEY)) params.set(LANG_KEY, current.get(LANG_KEY)); // the language too
   for (const key of [...LESSON_KEYS, THEME_KEY]) if (current.has(key) && !params.has(key)) params.set(key, current.get(key));
   const url = `${window.location.pathname}?${params.toString()}`;
   window.history.replaceState(null, "", url);
@@ -181,6 +187,8 @@ export function pageUrl(path, state) {
   }
   const theme = new URLSearchParams(window.location.search).get(THEME_KEY);
   if (theme && !params.has(THEME_KEY)) params.set(THEME_KEY, theme);
+  const lang = new URLSearchParams(window.location.search).get(LANG_KEY);
+  if (lang && !params.has(LANG_KEY)) params.set(LANG_KEY, lang); // a link to another page keeps the language
   return `${path}?${params.toString()}`;
 }
 

@@ -5,7 +5,8 @@
 // shared link and a presenter room (which follows URLs) land on the same step. Every text reaches
 // the DOM through textContent or value only.
 
-import { $, api, ApiError, LESSON_KEYS } from "./common.js";
+import { $, api, ApiError, LESSON_KEYS, LANG, t } from "./common.js";
+import { withLang } from "./i18n.js";
 
 /**
  * @typedef {{page: string, url: string, title: string, text: string}} LessonStep   (schemas.LessonStepOut)
@@ -14,15 +15,19 @@ import { $, api, ApiError, LESSON_KEYS } from "./common.js";
  *   steps: LessonStep[]}} Lesson   (schemas.LessonOut)
  */
 
-/** GET the lesson with `example` put into its steps (the default when null). */
+/** GET the lesson, its words in the page's language, with `example` put into its steps (the default when null). */
 function fetchLesson(id, example) {
-  const q = example === null ? "" : `?${new URLSearchParams({ example })}`;
-  return api(`/api/lessons/${encodeURIComponent(id)}${q}`);
+  const q = new URLSearchParams({ lang: LANG });
+  if (example !== null) q.set("example", example);
+  return api(`/api/lessons/${encodeURIComponent(id)}?${q}`);
 }
+
+/** Load another step's URL, in this page's language. */
+const go = (url) => window.location.assign(withLang(url));
 
 function showError(e) {
   const box = $("lesson-error");
-  box.textContent = e instanceof ApiError ? e.message : `Something went wrong in the lesson box: ${e.message}`;
+  box.textContent = e instanceof ApiError ? e.message : t("Something went wrong in the lesson box: {message}", { message: e.message });
   box.hidden = false;
 }
 
@@ -44,10 +49,11 @@ async function fillPictures(sel, current) {
   }
   sel.replaceChildren();
   if (!items.some((it) => it.id === current)) items = [{ id: current, caption: current, kind: "upload" }, ...items];
+  const kinds = { scene: t("scene"), photo: t("photo"), upload: t("upload") };
   for (const it of items) {
     const o = document.createElement("option");
     o.value = it.id;
-    o.textContent = `${it.caption} (${it.kind})`;
+    o.textContent = `${it.caption} (${kinds[it.kind] || it.kind})`;
     sel.append(o);
   }
   sel.value = current;
@@ -91,8 +97,8 @@ async function init() {
   const k = Number.isInteger(asked) && asked >= 1 && asked <= lesson.steps.length ? asked : 1;
   render(lesson, k);
 
-  $("lesson-prev").addEventListener("click", () => window.location.assign(lesson.steps[k - 2].url));
-  $("lesson-next").addEventListener("click", () => window.location.assign(lesson.steps[k].url));
+  $("lesson-prev").addEventListener("click", () => go(lesson.steps[k - 2].url));
+  $("lesson-next").addEventListener("click", () => go(lesson.steps[k].url));
   $("lesson-leave").addEventListener("click", () => {
     window.history.replaceState(window.history.state, "", withoutLesson());
     $("lesson").hidden = true;
@@ -104,7 +110,7 @@ async function init() {
     try {
       // The server puts the new example into every step; this step is shown again with it.
       const changed = await fetchLesson(id, value === lesson.default_example ? null : value);
-      window.location.assign(changed.steps[k - 1].url);
+      go(changed.steps[k - 1].url);
     } catch (e) {
       showError(e);
     }

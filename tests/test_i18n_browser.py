@@ -1,0 +1,131 @@
+"""Languages in Chromium against the real server, with the fixtures of test_pages_browser.py (every
+test fails on a console error, a page error, a failed request, an unprovoked 4xx/5xx or a dialog).
+
+A GPT-2, a ViT and a diffusion page opened with lang=es show the Spanish interface (the nav, the
+headings, the buttons, and what their scripts write); the switch moves to English and keeps the rest
+of the address; the language survives the page rewriting its address, a link to another page and a
+lesson's Next; Accept-Language: es picks Spanish when the address has no lang."""
+
+from __future__ import annotations
+
+import re
+from urllib.parse import parse_qs, urlencode, urlparse
+
+import pytest
+from playwright import sync_api
+
+from app import i18n
+from test_pages_browser import SENTENCE, TIMEOUT_MS, Watch, browser, page  # noqa: F401 (fixtures)
+
+pytestmark = pytest.mark.browser
+expect = sync_api.expect
+es = i18n.gettext_for("es")
+
+
+@pytest.fixture(autouse=True)
+def patient_expect():
+    expect.set_options(timeout=TIMEOUT_MS)
+    yield
+    expect.set_options(timeout=5_000)
+
+
+def query(url: str) -> dict[str, str]:
+    return {k: v[-1] for k, v in parse_qs(urlparse(url).query).items()}
+
+
+def nav_texts(page) -> list[str]:
+    return page.locator("nav[aria-label] >> nth=0").locator("a").all_inner_texts()
+
+
+def expect_spanish_frame(page) -> None:
+    """The parts every page shares: <html lang>, the nav, the header's buttons, the switch."""
+    expect(page.locator("html")).to_have_attribute("lang", "es")
+    nav = nav_texts(page)
+    assert es("Lessons") in nav and es("Attention") in nav and es("Text to image") in nav, nav
+    expect(page.locator(".room-join")).to_have_text(es("Join a room"))
+    expect(page.locator("#present")).to_have_text(es("Present"))
+    expect(page.locator(".lang-switch a[aria-current='true']")).to_have_text("Español")
+
+
+def test_gpt2_page_in_spanish_and_the_switch_keeps_the_address(page):
+    page.goto("/text/attention?" + urlencode({"text": SENTENCE, "layer": 1, "lang": "es"}))
+    expect_spanish_frame(page)
+    expect(page.locator("h1")).to_have_text(es("Attention heatmap"))
+    expect(page.locator("#run")).to_have_text(es("Run"))
+    expect(page.locator("label[for=layer] span")).to_have_text(es("Layer"))
+    page.wait_for_function("() => document.querySelector('#heatmap .xtick') !== null")
+
+    # The page rewrites its own address (writeState): the language stays in it.
+    page.select_option("#head", "2")
+    page.wait_for_url(lambda u: query(u).get("head") == "2")
+    assert query(page.url)["lang"] == "es"
+
+    # The switch: English, with everything else of the address as it is now.
+    before = query(page.url)
+    page.click(".lang-switch a[hreflang=en]")
+    page.wait_for_url(lambda u: query(u).get("lang") == "en")
+    after = query(page.url)
+    assert {k: v for k, v in after.items() if k != "lang"} == {k: v for k, v in before.items() if k != "lang"}
+    expect(page.locator("html")).to_have_attribute("lang", "en")
+    expect(page.locator("h1")).to_have_text("Attention heatmap")
+    expect(page.locator("#run")).to_have_text("Run")
+    assert page.input_value("#head") == "2" and page.input_value("#layer") == "1"
+
+    # ... and back to Spanish; a link to another page takes the language along.
+    page.click(".lang-switch a[hreflang=es]")
+    page.wait_for_url(lambda u: query(u).get("lang") == "es")
+    page.click(f"nav a:text-is('{es('All heads')}')")
+    page.wait_for_url(re.compile(r"/text/heads\?"))
+    assert query(page.url)["lang"] == "es"
+    expect(page.locator("h1")).to_have_text(es("All heads"))
+
+
+def test_vit_page_in_spanish(page):
+    page.goto("/vision/patches?" + urlencode({"image": "scene-1", "lang": "es"}))
+    expect_spanish_frame(page)
+    expect(page.locator("h1")).to_have_text(es("Patches and embeddings"))
+    expect(page.locator("label[for=gallery] span")).to_have_text(es("Gallery"))
+    expect(page.locator("label[for=patch] span")).to_have_text(es("Patch"))
+
+
+def test_diffusion_page_in_spanish(page):
+    page.goto("/diffusion/generate?lang=es")
+    expect_spanish_frame(page)
+    expect(page.locator("h1")).to_have_text(es("Text to image, step by step"))
+    expect(page.locator("#run")).to_have_text(es("Run"))
+    expect(page.locator("label[for=seed] span")).to_have_text(es("Seed"))
+    expect(page.locator("h2#compare-h")).to_have_text(es("Compare two runs"))
+
+
+def test_accept_language_picks_spanish_without_lang(browser, live_server):  # noqa: F811
+    context = browser.new_context(locale="es-ES", base_url=live_server)
+    context.set_default_timeout(TIMEOUT_MS)
+    watch = Watch()
+    pg = context.new_page()
+    pg.on("console", watch.console)
+    pg.on("pageerror", lambda e: watch.problems.append(f"page error: {e}"))
+    pg.on("response", watch.response)
+    try:
+        pg.goto("/text/attention?" + urlencode({"text": SENTENCE}))
+        expect_spanish_frame(pg)
+        assert "lang" not in query(pg.url)
+        expect(pg.locator("h1")).to_have_text(es("Attention heatmap"))
+        pg.goto("/text/attention?" + urlencode({"text": SENTENCE, "lang": "en"}))  # the address still wins
+        expect(pg.locator("h1")).to_have_text("Attention heatmap")
+    finally:
+        context.close()
+    assert not watch.problems, "\n".join(watch.problems)
+
+
+def test_lesson_in_spanish_keeps_the_language_step_to_step(page):
+    page.goto("/lessons?lang=es")
+    expect(page.locator("h1")).to_have_text(es("Guided lessons"))
+    page.locator("form[action='/lessons/gpt2-attention'] button[type=submit]").click()
+    page.wait_for_url(re.compile(r"/text/attention\?"))
+    assert query(page.url)["lang"] == "es"
+    expect(page.locator("#lesson-title")).to_have_text(es("How GPT-2 pays attention"))
+    expect(page.locator("#lesson-step-title")).to_have_text(es("Attention is a soft lookup"))
+    page.click("#lesson-next")
+    page.wait_for_url(lambda u: query(u).get("lstep") == "2")
+    assert query(page.url)["lang"] == "es"
+    expect(page.locator("#lesson-step-title")).to_have_text(es("The query"))

@@ -179,3 +179,25 @@ def test_nav_and_home_list_the_vision_pages(page):
         assert page.locator(f".cards a[href='{path}']").count() == 1
         assert page.locator(f"nav a[href='{path}']").count() == 1
     assert "vit-shapes" in page.locator("table.models").inner_text()
+
+
+def test_reload_restores_the_whole_view(page, live_server):
+    """The URL is the view: picture, layer, head, the patch looked from and the opacity come back
+    after a reload, and the overlay drawn is the same."""
+    page.goto("/vision/attention?" + "image=scene-3&layer=2&head=1&from=12&opacity=0.35")
+    wait_heat(page)
+    before = {k: page.input_value(f"#{k}") for k in ("gallery", "layer", "head", "from", "opacity")}
+    assert before == {"gallery": "scene-3", "layer": "2", "head": "1", "from": "12", "opacity": "0.35"}
+    heat = heat_of(page)
+    url = page.url
+    page.reload()
+    wait_heat(page)
+    assert page.url == url
+    assert {k: page.input_value(f"#{k}") for k in before} == before
+    assert heat_of(page) == heat
+    # and a change made on the page is in the URL, so a reload keeps it too
+    page.select_option("#layer", "3")
+    page.wait_for_url(re.compile(r"layer=3"))
+    page.reload()
+    wait_heat(page)
+    assert page.input_value("#layer") == "3" and page.input_value("#from") == "12"

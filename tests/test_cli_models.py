@@ -3,11 +3,13 @@
 import uvicorn
 
 from app import __main__ as cli
+from app import registry
 from app.settings import ROOT, get_settings
 
 
 def test_vit_flag_becomes_the_setting(monkeypatch, tmp_path):
     monkeypatch.setattr(uvicorn, "run", lambda *a, **k: None)
+    monkeypatch.setattr(registry, "load_registry", lambda s: registry.Registry())  # only the flags matter here
     monkeypatch.setenv("GLASSBOX_VIT", "")  # so monkeypatch restores what main() writes into os.environ
     monkeypatch.delenv("GLASSBOX_VIT")
     get_settings.cache_clear()
@@ -22,6 +24,7 @@ def test_vit_flag_becomes_the_setting(monkeypatch, tmp_path):
 
 def test_sd_and_device_flags_become_settings(monkeypatch):
     monkeypatch.setattr(uvicorn, "run", lambda *a, **k: None)
+    monkeypatch.setattr(registry, "load_registry", lambda s: registry.Registry())  # only the flags matter here
     for name in ("GLASSBOX_SD", "GLASSBOX_DEVICE"):
         monkeypatch.setenv(name, "")  # so monkeypatch restores what main() writes into os.environ
         monkeypatch.delenv(name)

@@ -150,9 +150,12 @@ def capture(vm, image, image_id: str, name: str, original: dict | None = None) -
 
         return fn
 
+    split = set()  # [1, N, H·d_head], split into [head, N, d_head] after the pass, in numpy (cheaper views)
+
     def keep_heads(name):
-        def fn(_module, _inp, out):  # [1, N, H·d_head] -> [head, N, d_head]
-            acts[name] = out[0].view(out.shape[1], H, dh).transpose(0, 1)
+        def fn(_module, _inp, out):
+            acts[name] = out
+            split.add(name)
 
         return fn
 
@@ -186,9 +189,14 @@ def capture(vm, image, image_id: str, name: str, original: dict | None = None) -
     arrays: dict[str, np.ndarray] = {}
     for hook in hook_names(cfg.num_hidden_layers):
         t = acts[hook]
-        if t.dim() >= 3 and t.shape[0] == 1:
-            t = t[0]
-        arrays[hook] = t.float().numpy()  # views, no copies; wire.encode packs strides
+        # Views, no copies (wire.encode packs strides); reshaped in numpy, whose views cost a
+        # fraction of torch's on these small arrays.
+        a = (t if t.dtype == torch.float32 else t.float()).numpy()
+        if a.ndim >= 3 and a.shape[0] == 1:
+            a = a[0]
+        if hook in split:  # [N, H·d_head] -> [head, N, d_head]
+            a = a.reshape(a.shape[0], H, dh).transpose(1, 0, 2)
+        arrays[hook] = a
     ih, iw = pair(cfg.image_size)
     ph, pw = pair(cfg.patch_size)
     pv = pixel_values[0].float().numpy()

@@ -102,6 +102,11 @@ def token_texts(tokenizer, ids: list[int]) -> list[str]:
     return tokenizer.batch_decode([[i] for i in ids])
 
 
+def _np32(t: torch.Tensor) -> np.ndarray:
+    """float32 numpy: a view of a float32 tensor, a converted copy of any other."""
+    return (t if t.dtype == torch.float32 else t.float()).numpy()
+
+
 @torch.no_grad()
 def capture(tm, text: str) -> TextTrace:
     """1. tokenize; 2. forward once with hooks on every block; 3. gather arrays into a trace."""
@@ -125,11 +130,11 @@ def capture(tm, text: str) -> TextTrace:
 
         return fn
 
+    qkv: dict[int, torch.Tensor] = {}  # c_attn's output [1, pos, 3·d_model], split after the pass
+
     def split_qkv(l):
-        def fn(_module, _inp, out):  # out [1, pos, 3·d_model] -> three [head, pos, d_head]
-            q, k, v = out[0].split(D, dim=-1)
-            for name, t in (("q", q), ("k", k), ("v", v)):
-                acts[f"blocks.{l}.attn.hook_{name}"] = t.view(-1, H, dh).transpose(0, 1)
+        def fn(_module, _inp, out):
+            qkv[l] = out
 
         return fn
 
@@ -149,19 +154,24 @@ def capture(tm, text: str) -> TextTrace:
         # unembedding runs on one position: with a 50k vocabulary that is most of the forward's cost.
         out = model(input_ids, output_attentions=True, use_cache=False, logits_to_keep=1)
 
+    # Views, no copies (wire.encode packs strides), sliced and split into heads in numpy, whose views
+    # cost a fraction of torch's on arrays this small.
     arrays: dict[str, np.ndarray] = {}
     for name in hook_names(cfg.n_layer):
         if name.endswith("hook_pattern"):
-            t = out.attentions[int(name.split(".")[1])][0]
+            a = _np32(out.attentions[int(name.split(".")[1])][0])
+        elif name.endswith(("hook_q", "hook_k", "hook_v")):  # [pos, 3·d_model] -> [head, pos, d_head]
+            i = "qkv".index(name[-1])
+            a = _np32(qkv[int(name.split(".")[1])])[0][:, i * D : (i + 1) * D].reshape(-1, H, dh).transpose(1, 0, 2)
         else:
-            t = acts[name]
-            if t.dim() == 3 and t.shape[0] == 1:
-                t = t[0]
+            a = _np32(acts[name])
+            if a.ndim == 3 and a.shape[0] == 1:
+                a = a[0]
             if name.endswith("hook_z"):  # c_proj's input is the heads merged: [pos, d_model]
-                t = t.view(-1, H, dh).transpose(0, 1)
-            if name == "hook_pos_embed" and t.dim() == 2 and t.shape[0] != len(ids):
-                t = t[: len(ids)]
-        arrays[name] = t.float().numpy()  # a view, no copy (float32 is already float); wire.encode packs strides
+                a = a.reshape(-1, H, dh).transpose(1, 0, 2)
+            if name == "hook_pos_embed" and a.ndim == 2 and a.shape[0] != len(ids):
+                a = a[: len(ids)]
+        arrays[name] = a
     return TextTrace(
         model=tm.name,
         text=text,

@@ -54,7 +54,24 @@ class TraceCache:
         return len(self._items)
 
 
-class Runner:
+class CachedRuns:
+    """What both runners share: a byte-bounded cache in this process, backed by Redis when the
+    processes share one (self.shared, set by the app)."""
+
+    cache: TraceCache
+    shared: RedisTraces | None = None
+
+    async def cached(self, key: Hashable) -> Any | None:
+        """The value if this process or (when shared) another one holds it; never computes."""
+        hit = self.cache.get(key)
+        if hit is None and self.shared is not None:
+            hit = await self.shared.get(key)
+            if hit is not None:
+                self.cache.put(key, hit, hit.nbytes)
+        return hit
+
+
+class Runner(CachedRuns):
     def __init__(self, max_concurrent: int, max_queued: int, cache_bytes: int):
         self.max_concurrent = max_concurrent
         self.max_queued = max_queued
@@ -64,15 +81,6 @@ class Runner:
         self.pending = 0  # runs admitted and not yet finished (running + queued)
         self.computed = 0  # runs actually computed (cache misses), for tests and /healthz
         self.shared: RedisTraces | None = None  # set by the app when processes share Redis
-
-    async def cached(self, key: Hashable) -> Any | None:
-        """The trace if this process or (when shared) another one holds it; never computes."""
-        hit = self.cache.get(key)
-        if hit is None and self.shared is not None:
-            hit = await self.shared.get(key)
-            if hit is not None:
-                self.cache.put(key, hit, hit.nbytes)
-        return hit
 
     async def get(self, key: Hashable, fn: Callable[[], Any], nbytes: Callable[[Any], int]) -> Any:
         hit = self.cache.get(key)
@@ -135,7 +143,7 @@ class LiveRun:
         self.result: Any = None
 
 
-class StreamRunner:
+class StreamRunner(CachedRuns):
     """Streamed runs (diffusion): at most max_concurrent computing, max_queued waiting, then Busy.
     A finished run stays in a byte-bounded cache; asking again replays it without computing. With
     `shared` set, finished runs are shared with the other processes too (a run still streaming is
@@ -150,15 +158,6 @@ class StreamRunner:
         self.pending = 0
         self.computed = 0
         self.shared: RedisTraces | None = None
-
-    async def cached(self, key: Hashable) -> Any | None:
-        """A finished run held by this process or (when shared) another one; never computes."""
-        hit = self.cache.get(key)
-        if hit is None and self.shared is not None:
-            hit = await self.shared.get(key)
-            if hit is not None:
-                self.cache.put(key, hit, hit.nbytes)
-        return hit
 
     async def start(self, key: Hashable, head: dict, work: Callable[[LiveRun], Any], nbytes: Callable[[Any], int],
                     replay: Callable[[Any], list[dict]]) -> LiveRun:

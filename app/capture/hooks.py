@@ -8,6 +8,7 @@ removes exactly the handles it added, whether the forward pass returned or raise
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Iterator
+import re
 from contextlib import contextmanager
 from typing import Literal
 
@@ -33,6 +34,12 @@ def hooked(hooks: Iterable[tuple[nn.Module, Kind, Callable]]) -> Iterator[None]:
     finally:
         for h in handles:
             h.remove()
+
+
+def meaning(meanings: dict[str, str], name: str) -> str:
+    """A hook's shape and meaning from a family's table keyed with the layer written {l}
+    ("blocks.3.attn.hook_q" -> meanings["blocks.{l}.attn.hook_q"])."""
+    return meanings[re.sub(r"^blocks\.\d+\.", "blocks.{l}.", name)]
 
 
 def hook_count(model: nn.Module) -> int:

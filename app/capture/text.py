@@ -15,13 +15,13 @@ Hook points are named as in TransformerLens, with their shapes (batch of one dro
 from __future__ import annotations
 
 import math
-import re
 from dataclasses import dataclass, field
 
 import numpy as np
 import torch
 
 from app.capture.hooks import hooked
+from app.capture.hooks import meaning as hook_meaning
 
 
 def hook_names(n_layers: int) -> list[str]:
@@ -58,8 +58,7 @@ MEANINGS = {
 
 
 def meaning(name: str) -> str:
-    """A hook's shape and meaning ("blocks.3.attn.hook_q" -> MEANINGS["blocks.{l}.attn.hook_q"])."""
-    return MEANINGS[re.sub(r"^blocks\.\d+\.", "blocks.{l}.", name)]
+    return hook_meaning(MEANINGS, name)
 
 
 class TextTooLong(ValueError):

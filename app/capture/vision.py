@@ -17,13 +17,13 @@ similarity of the position embeddings (`position_similarity`).
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass, field
 
 import numpy as np
 import torch
 
 from app.capture.hooks import hooked
+from app.capture.hooks import meaning as hook_meaning
 
 
 def hook_names(n_layers: int) -> list[str]:
@@ -55,8 +55,7 @@ MEANINGS = {
 
 
 def meaning(name: str) -> str:
-    """A hook's shape and meaning ("blocks.3.attn.hook_q" -> MEANINGS["blocks.{l}.attn.hook_q"])."""
-    return MEANINGS[re.sub(r"^blocks\.\d+\.", "blocks.{l}.", name)]
+    return hook_meaning(MEANINGS, name)
 
 
 def pair(x) -> tuple[int, int]:

@@ -52,7 +52,8 @@ SOURCES = (  # (folder, Babel method map, options, keywords)
     (ROOT / "templates", [("*.html", "jinja2.ext:babel_extract")], {"*.html": JINJA_OPTIONS},
      {"_": None, "gettext": None, "ngettext": (1, 2)}),  # {% trans %} blocks become gettext and ngettext
     (ROOT / "app", [("**.py", "python")], {}, {"N_": None, "_": None}),
-    (ROOT / "static" / "js", [("*.js", "javascript")], {"*.js": {"parse_template_string": "true"}}, {"t": None}),
+    # jsx off: in plain JS a regex such as /</g would be read as the start of a JSX tag, and what follows lost
+    (ROOT / "static" / "js", [("*.js", "javascript")], {"*.js": {"parse_template_string": True, "jsx": False}}, {"t": None}),
 )
 JS_SOURCE = ROOT / "static" / "js"
 

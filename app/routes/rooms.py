@@ -239,5 +239,8 @@ async def join(request: Request, code: str, rooms: RoomsDep):
         response.status_code = 404
         return response
     query = state.view.query
-    target = f"{state.view.path}?{query + '&' if query else ''}{urlencode({'room': code})}"
+    extra = {"room": code}
+    if request.query_params.get(i18n.LANG_KEY) in i18n.LANGUAGES:  # the student's language, not the presenter's
+        extra[i18n.LANG_KEY] = request.query_params[i18n.LANG_KEY]
+    target = f"{state.view.path}?{query + '&' if query else ''}{urlencode(extra)}"
     return RedirectResponse(target, 303, headers={"Cache-Control": "no-store"})

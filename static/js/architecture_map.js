@@ -5,7 +5,7 @@
 // is a real <a> (Tab reaches it, Enter opens it), the others are focusable too, and either shows its
 // details beside the map. The edges are one SVG drawn over the boxes and drawn again whenever the
 // layout changes size. Module paths and labels reach the DOM through textContent only.
-import { $, api, writeState, guarded, pageUrl } from "./common.js";
+import { $, api, writeState, guarded, pageUrl, t } from "./common.js";
 
 /**
  * @typedef {{id: string, kind: string, label: string, name: ?string, parent: ?string, layer: ?number,
@@ -25,15 +25,16 @@ let state = { model: "", node: "" };
 
 /** What each kind of box is, for the legend and the details (the box's colour says it too). */
 const KINDS = {
-  input: "input", output: "output", embed: "embedding", param: "learned parameter", block: "block",
-  norm: "normalisation", attention: "self-attention", self_attention: "self-attention",
-  cross_attention: "cross-attention: K and V from the prompt", mlp: "MLP / feed-forward", head: "output head",
-  component: "component", resblock: "ResBlock (conv + timestep)", transformer: "spatial transformer",
-  sample: "down / up sampling", vae_block: "VAE block", conv: "convolution", op: "operation (no weights)",
-  scheduler: "scheduler (no weights)",
+  input: t("input"), output: t("output"), embed: t("embedding"), param: t("learned parameter"), block: t("block"),
+  norm: t("normalisation"), attention: t("self-attention"), self_attention: t("self-attention"),
+  cross_attention: t("cross-attention: K and V from the prompt"), mlp: t("MLP / feed-forward"), head: t("output head"),
+  component: t("component"), resblock: t("ResBlock (conv + timestep)"), transformer: t("spatial transformer"),
+  sample: t("down / up sampling"), vae_block: t("VAE block"), conv: t("convolution"), op: t("operation (no weights)"),
+  scheduler: t("scheduler (no weights)"),
 };
 const EDGES = {
-  flow: "data flows", skip: "UNet skip connection", context: "the prompt's K and V (choose the text encoder or a cross-attention layer)", loop: "to the next step",
+  flow: t("data flows"), skip: t("UNet skip connection"),
+  context: t("the prompt's K and V (choose the text encoder or a cross-attention layer)"), loop: t("to the next step"),
 };
 
 /** @type {Map<string, ArchNode>} */
@@ -61,7 +62,7 @@ const shapeText = (s) => `[${s.join(", ")}]`;
 function hookTag(hook) {
   const i = hook.lastIndexOf("hook_");
   if (i >= 0) return hook.slice(i + 5);
-  return /attn[12]$/.test(hook) ? "attention maps" : hook;
+  return /attn[12]$/.test(hook) ? t("attention maps") : hook;
 }
 
 /** The page link, with the page's own keys (the theme, where pageUrl keeps it) carried over. */
@@ -109,7 +110,7 @@ function nodeEl(n) {
 
   const title = el("div", "arch-title");
   title.append(el("span", "arch-label", n.label));
-  if (n.params) title.append(el("span", "arch-params", n.tied ? `${human(n.params)} (shared)` : human(n.params)));
+  if (n.params) title.append(el("span", "arch-params", n.tied ? t("{n} (shared)", { n: human(n.params) }) : human(n.params)));
   head.append(title);
   if (n.kind === "cross_attention") head.append(el("span", "arch-kv", "K, V ← prompt"));
   const facts = Object.entries(n.facts).filter(([k]) => k !== "residual" && k !== "K, V");
@@ -119,9 +120,9 @@ function nodeEl(n) {
   if (n.hooks.length) {
     const tags = el("div", "arch-hooks");
     for (const h of n.hooks) {
-      const t = el("span", "arch-hook", `◆ ${hookTag(h)}`);
-      t.title = h;
-      tags.append(t);
+      const tag = el("span", "arch-hook", `◆ ${hookTag(h)}`);
+      tag.title = h;
+      tags.append(tag);
     }
     head.append(tags);
   }
@@ -228,18 +229,18 @@ function select(id, keep = true) {
   box.append(el("h2", "", n.label));
   box.append(el("p", "arch-kind", KINDS[n.kind] || n.kind));
   const rows = [];
-  if (n.name) rows.push(["module", n.name]);
-  if (n.params || n.name) rows.push(["parameters", n.params.toLocaleString("en")]);
-  if (n.tied) rows.push(["shared with", `${byId.get(n.tied)?.label || n.tied}: the same tensor, counted once`]);
+  if (n.name) rows.push([t("module"), n.name]);
+  if (n.params || n.name) rows.push([t("parameters"), n.params.toLocaleString("en")]);
+  if (n.tied) rows.push([t("shared with"), t("{block}: the same tensor, counted once", { block: byId.get(n.tied)?.label || n.tied })]);
   for (const [k, s] of Object.entries(n.shapes)) rows.push([k, shapeText(s)]);
   for (const [k, v] of Object.entries(n.facts)) rows.push([k, String(v)]);
   const from = graph.edges.filter((e) => e.target === id).map((e) => byId.get(e.source)?.label || e.source);
   const to = graph.edges.filter((e) => e.source === id).map((e) => byId.get(e.target)?.label || e.target);
-  if (from.length) rows.push(["reads from", [...new Set(from)].join(", ")]);
-  if (to.length) rows.push(["feeds", [...new Set(to)].join(", ")]);
+  if (from.length) rows.push([t("reads from"), [...new Set(from)].join(", ")]);
+  if (to.length) rows.push([t("feeds"), [...new Set(to)].join(", ")]);
   box.append(defList(rows));
   if (n.hooks.length) {
-    box.append(el("h3", "", `Captured here (${n.hooks.length})`));
+    box.append(el("h3", "", t("Captured here ({n})", { n: n.hooks.length })));
     const ul = el("ul", "arch-hook-list");
     for (const h of n.hooks) {
       const li = el("li");
@@ -249,7 +250,7 @@ function select(id, keep = true) {
     box.append(ul);
   }
   if (n.link) {
-    const a = el("a", "arch-open", "Open its page →");
+    const a = el("a", "arch-open", t("Open its page →"));
     a.href = linkUrl(n.link);
     box.append(a);
   }
@@ -297,8 +298,9 @@ function draw(g) {
   svg.setAttribute("aria-hidden", "true");
   root.replaceChildren(rowsEl(g.rows), svg);
   const facts = Object.entries(g.config).map(([k, v]) => `${k} ${v}`).join(" · ");
-  $("summary").textContent =
-    `${g.model}: ${g.params.toLocaleString("en")} parameters (${human(g.params)}) · ${facts} · ${g.hooks.length} captured tensors`;
+  $("summary").textContent = t("{model}: {params} parameters ({short}) · {facts} · {hooks} captured tensors", {
+    model: g.model, params: g.params.toLocaleString("en"), short: human(g.params), facts, hooks: g.hooks.length,
+  });
   legend();
   requestAnimationFrame(drawEdges);
   if (byId.has(state.node)) select(state.node);
@@ -331,7 +333,7 @@ async function initModel() {
 
 function load() {
   const query = state.model ? `?${new URLSearchParams({ model: state.model })}` : "";
-  return guarded(async () => draw(await api(`/api/${family}/architecture${query}`)), "Reading the model…");
+  return guarded(async () => draw(await api(`/api/${family}/architecture${query}`)), t("Reading the model…"));
 }
 
 /** The details panel sticks just below the top bar, whose height changes with the width and the theme. */

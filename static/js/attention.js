@@ -2,7 +2,7 @@
 import {
   $, api, readState, writeState, latestOnly, runText, renderChips, tokenLabels, fillLayerHead, onLayerHeadChange, onRunForm,
   initModelSelect, textBody, wireToNested, heatmapTrace, labelAxis, baseLayout, plot, reactWithClick, plotlyText,
-  probabilityBars, fmt, pct, defaultQuery, keys, layerHeadKeys, MARK, DEFAULT_TEXT,
+  probabilityBars, fmt, pct, defaultQuery, keys, layerHeadKeys, t, MARK, DEFAULT_TEXT,
 } from "./common.js";
 
 const state = readState({ text: DEFAULT_TEXT, model: "", layer: 0, head: 0, q: -1 });
@@ -11,10 +11,10 @@ let matrix = null; // [T][T] attention of the shown head
 const seq = latestOnly();
 
 async function run() {
-  await runText(state, seq, "/api/text/trace", async (t, my) => {
-    trace = t;
-    fillLayerHead(state, t);
-    if (!(state.q >= 0 && state.q < t.tokens.length)) state.q = defaultQuery(t.tokens);
+  await runText(state, seq, "/api/text/trace", async (r, my) => {
+    trace = r;
+    fillLayerHead(state, r);
+    if (!(state.q >= 0 && state.q < r.tokens.length)) state.q = defaultQuery(r.tokens);
     await loadHead(my);
   });
 }
@@ -35,14 +35,14 @@ function draw() {
   // Above the diagonal a token would look at the future: GPT-2 cannot, so those cells are blank.
   const z = matrix.map((row, i) => row.map((v, j) => (j > i ? null : v)));
   const heat = heatmapTrace(z, {
-    rowLabels: labels, colLabels: labels, rowName: "query", colName: "key", valueName: "attention",
-    zmin: 0, zmax: 1, nullText: "— (a token cannot look ahead: masked)",
+    rowLabels: labels, colLabels: labels, rowName: t("query"), colName: t("key"), valueName: t("attention"),
+    zmin: 0, zmax: 1, nullText: t("— (a token cannot look ahead: masked)"),
   });
-  heat.colorbar.title = { text: "attention", side: "right" };
+  heat.colorbar.title = { text: t("attention"), side: "right" };
   const layout = baseLayout({
-    title: { text: `Layer ${state.layer}, head ${state.head}`, x: 0.02, font: { size: 16 } },
-    xaxis: labelAxis(labels, { title: { text: "key: the token looked at" }, tickangle: -50, side: "bottom" }),
-    yaxis: labelAxis(labels, { title: { text: "query: the token looking" }, autorange: "reversed" }),
+    title: { text: t("Layer {layer}, head {head}", state), x: 0.02, font: { size: 16 } },
+    xaxis: labelAxis(labels, { title: { text: t("key: the token looked at") }, tickangle: -50, side: "bottom" }),
+    yaxis: labelAxis(labels, { title: { text: t("query: the token looking") }, autorange: "reversed" }),
     margin: { l: 110, r: 10, t: 40, b: 110 },
     shapes: state.q >= 0 && state.q < T ? [{
       type: "rect", xref: "x", yref: "y", x0: -0.5, x1: state.q + 0.5, y0: state.q - 0.5, y1: state.q + 0.5,
@@ -70,11 +70,11 @@ function drawRow(labels) {
   const row = matrix[q].slice(0, q + 1);
   const keys = labels.slice(0, q + 1);
   const best = row.reduce((b, v, j) => (v > row[b] ? j : b), 0);
-  $("row-caption").textContent =
-    `Attention of “${labels[q]}” (row ${q}): it looks most at “${labels[best]}” (${pct(row[best])}). The bars sum to 1.`;
+  $("row-caption").textContent = t("Attention of “{token}” (row {q}): it looks most at “{best}” ({p}). The bars sum to 1.",
+    { token: labels[q], q, best: labels[best], p: pct(row[best]) });
   const bars = probabilityBars(row, row.map((v, j) => plotlyText(`${labels[q]} → ${keys[j]}: ${fmt(v)}`)));
   const layout = baseLayout({
-    xaxis: { range: [0, Math.min(1.15, Math.max(...row) * 1.25 + 0.05)], title: { text: "attention weight" }, zeroline: true, gridcolor: "#e4e7eb" },
+    xaxis: { range: [0, Math.min(1.15, Math.max(...row) * 1.25 + 0.05)], title: { text: t("attention weight") }, zeroline: true, gridcolor: "#e4e7eb" },
     yaxis: labelAxis(keys, { autorange: "reversed" }),
     margin: { l: 110, r: 30, t: 10, b: 50 },
     bargap: 0.15,

@@ -4,7 +4,7 @@
 // labels are entity-escaped (see plotlyText).
 
 // The page's language (static/js/i18n.js): t("English msgid", {name: value}) on every interface string.
-import { LANG_KEY, t } from "./i18n.js";
+import { LANG, LANG_KEY, t } from "./i18n.js";
 
 export { LANG, LANG_KEY, t } from "./i18n.js";
 
@@ -121,7 +121,7 @@ export async function api(path, body) {
   try {
     res = await fetch(path, init);
   } catch (e) {
-    throw new ApiError(0, "network", "Could not reach the glassbox server. Is it still running?");
+    throw new ApiError(0, "network", t("Could not reach the glassbox server. Is it still running?"));
   }
   let payload = null;
   try {
@@ -131,7 +131,7 @@ export async function api(path, body) {
   }
   if (!res.ok) {
     const detail = payload && (payload.detail || payload.error);
-    throw new ApiError(res.status, payload && payload.error, typeof detail === "string" ? detail : `The server answered ${res.status}.`);
+    throw new ApiError(res.status, payload && payload.error, typeof detail === "string" ? detail : t("The server answered {status}.", { status: res.status }));
   }
   return payload;
 }
@@ -213,7 +213,7 @@ export function clearError() {
 }
 
 /** Show "Running…" (or another message) while waiting; busy(false) clears it. */
-export function busy(on, message = "Running…") {
+export function busy(on, message = t("Running…")) {
   const s = $("status");
   if (s) {
     s.textContent = on ? message : "";
@@ -231,7 +231,7 @@ export async function guarded(action, message) {
   try {
     return await action();
   } catch (e) {
-    showError(e instanceof ApiError ? e.message : `Something went wrong in the page: ${e.message}`);
+    showError(e instanceof ApiError ? e.message : t("Something went wrong in the page: {message}", { message: e.message }));
     if (!(e instanceof ApiError)) console.warn(e); // a bug in the page; the user sees the box
     return null;
   } finally {
@@ -289,19 +289,20 @@ export function plotlyText(s) {
  */
 export function renderChips(container, tokens, { selected = null, onSelect = null } = {}) {
   container.replaceChildren();
-  tokens.forEach((t, i) => {
+  tokens.forEach((tok, i) => {
     const chip = document.createElement(onSelect ? "button" : "span");
     chip.className = "token";
     if (onSelect) chip.type = "button";
     if (i === selected) chip.classList.add("selected");
     chip.dataset.pos = String(i);
-    chip.title = `position ${i}, token id ${t.id}`;
+    chip.title = t("position {i}, token id {id}", { i, id: tok.id });
     const pos = document.createElement("span");
     pos.className = "pos";
     pos.textContent = String(i);
     const txt = document.createElement("span");
     txt.className = "txt";
-    txt.textContent = t.text; // literal, spaces kept (CSS white-space: pre)
+    txt.textContent = tok.text; // literal, spaces kept (CSS white-space: pre)
+    txt.translate = false; // a token is data: no translator in the browser should touch it
     chip.append(pos, txt);
     if (onSelect) chip.addEventListener("click", () => onSelect(i));
     container.append(chip);
@@ -395,7 +396,7 @@ export async function initModelSelect(state) {
   for (const m of models) {
     const o = document.createElement("option");
     o.value = m.name;
-    o.textContent = `${m.name} (${m.n_layers} layers × ${m.n_heads} heads)`;
+    o.textContent = t("{name} ({layers} layers × {heads} heads)", { name: m.name, layers: m.n_layers, heads: m.n_heads });
     sel.append(o);
   }
   if (state.model && models.some((m) => m.name === state.model)) sel.value = state.model;
@@ -453,8 +454,8 @@ const formatIcon = (label) => ({
   svg: `<svg xmlns="http://www.w3.org/2000/svg" class="export-icon" viewBox="0 0 34 16"><text x="17" y="12.5" text-anchor="middle" font-size="12" font-weight="700" font-family="system-ui, sans-serif">${label}</text></svg>`,
 });
 const FIGURE_DOWNLOADS = [
-  { name: "glassbox-png", title: "Download this figure as PNG", icon: formatIcon("PNG"), click: (gd) => downloadFigure(gd, "png") },
-  { name: "glassbox-svg", title: "Download this figure as SVG", icon: formatIcon("SVG"), click: (gd) => downloadFigure(gd, "svg") },
+  { name: "glassbox-png", title: t("Download this figure as PNG"), icon: formatIcon("PNG"), click: (gd) => downloadFigure(gd, "png") },
+  { name: "glassbox-svg", title: t("Download this figure as SVG"), icon: formatIcon("SVG"), click: (gd) => downloadFigure(gd, "svg") },
 ];
 
 /** data: URL -> Blob, decoded here (the CSP's connect-src does not let fetch() read data: URLs). */
@@ -471,8 +472,8 @@ function addPictureDownloads() {
     const button = document.createElement("button");
     button.type = "button";
     button.className = "picture-download";
-    button.textContent = "Download PNG";
-    button.title = "Save this picture as a PNG file";
+    button.textContent = t("Download PNG");
+    button.title = t("Save this picture as a PNG file");
     button.disabled = !img.getAttribute("src");
     img.addEventListener("load", () => { button.disabled = false; });
     button.addEventListener("click", () => saveBlob(dataUrlBlob(img.src), `${exportName(img.id || "picture")}.png`));
@@ -501,15 +502,15 @@ async function downloadTrace(id) {
     try {
       res = await fetch(req.path, { method: "POST", headers: { "Content-Type": "application/json" }, body: JSON.stringify(req.body) });
     } catch (e) {
-      throw new ApiError(0, "network", "Could not reach the glassbox server. Is it still running?");
+      throw new ApiError(0, "network", t("Could not reach the glassbox server. Is it still running?"));
     }
     if (!res.ok) {
       const payload = await res.json().catch(() => null);
-      throw new ApiError(res.status, payload && payload.error, (payload && payload.detail) || `The server answered ${res.status}.`);
+      throw new ApiError(res.status, payload && payload.error, (payload && payload.detail) || t("The server answered {status}.", { status: res.status }));
     }
     const name = /filename="([^"]+)"/.exec(res.headers.get("Content-Disposition") || "");
     saveBlob(await res.blob(), name ? name[1] : `${exportName("trace")}.npz`);
-  }, "Preparing the trace file…");
+  }, t("Preparing the trace file…"));
 }
 
 // Every explorer page gets its picture and trace downloads here, without wiring them itself.
@@ -528,7 +529,20 @@ export const PLOT_CONFIG = {
   // Plotly's own camera (toImage) saves PNG under one fixed name: FIGURE_DOWNLOADS name the view, and add SVG.
   modeBarButtonsToRemove: ["select2d", "lasso2d", "autoScale2d", "toggleSpikelines", "toImage"],
   modeBarButtonsToAdd: FIGURE_DOWNLOADS,
+  // Plotly's own words (its modebar's buttons, its notices) from our catalogue, as a Plotly locale.
+  ...(LANG === "en" ? {} : { locale: LANG, locales: { [LANG]: { dictionary: plotlyWords() } } }),
 };
+
+/** Plotly's English strings that its modebar and notices show -> the page's language. */
+function plotlyWords() {
+  return Object.fromEntries([
+    ["Zoom", t("Zoom")], ["Pan", t("Pan")], ["Zoom in", t("Zoom in")], ["Zoom out", t("Zoom out")],
+    ["Reset axes", t("Reset axes")], ["Reset view", t("Reset view")], ["Autoscale", t("Autoscale")],
+    ["Show closest data on hover", t("Show closest data on hover")], ["Compare data on hover", t("Compare data on hover")],
+    ["Toggle show closest data on hover", t("Toggle show closest data on hover")],
+    ["Share chart...", t("Share chart...")], ["Double-click to zoom back out", t("Double-click to zoom back out")],
+  ]);
+}
 
 export const FONT = { family: "system-ui, -apple-system, 'Segoe UI', Roboto, sans-serif", size: 13, color: "#1f2933" };
 
@@ -575,7 +589,7 @@ export function baseLayout(extra = {}) {
  * labels (already unique); valueName: what a cell is ("attention"). Masked (null) cells hover "masked".
  * `signed`: values of either sign (weights, activations): DIVERGING, centred on zero.
  */
-export function heatmapTrace(z, { rowLabels, colLabels, rowName = "row", colName = "column", valueName = "value", digits = 3, zmin, zmax, colorbar = true, nullText = "masked", signed = false } = {}) {
+export function heatmapTrace(z, { rowLabels, colLabels, rowName = t("row"), colName = t("column"), valueName = t("value"), digits = 3, zmin, zmax, colorbar = true, nullText = t("masked"), signed = false } = {}) {
   const text = z.map((row, i) =>
     row.map((v, j) => {
       const r = rowLabels ? rowLabels[i] : i;
@@ -584,7 +598,7 @@ export function heatmapTrace(z, { rowLabels, colLabels, rowName = "row", colName
       return plotlyText(`${rowName} ${r}<br>${colName} ${c}<br>${valueName}: ${val}`).replace(/&lt;br&gt;/g, "<br>");
     }),
   );
-  const t = {
+  const trace = {
     type: "heatmap",
     z,
     text,
@@ -599,11 +613,11 @@ export function heatmapTrace(z, { rowLabels, colLabels, rowName = "row", colName
   if (signed) {
     let lim = 1e-6;
     for (const row of z) for (const v of row) if (Number.isFinite(v) && Math.abs(v) > lim) lim = Math.abs(v);
-    Object.assign(t, { colorscale: DIVERGING, zmin: -lim, zmax: lim });
+    Object.assign(trace, { colorscale: DIVERGING, zmin: -lim, zmax: lim });
   }
-  if (zmin !== undefined) t.zmin = zmin;
-  if (zmax !== undefined) t.zmax = zmax;
-  return t;
+  if (zmin !== undefined) trace.zmin = zmin;
+  if (zmax !== undefined) trace.zmax = zmax;
+  return trace;
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -802,7 +816,7 @@ export function viridisCss(t) {
  */
 
 const KEY_NAMES = { ArrowLeft: "left", ArrowRight: "right", ArrowUp: "up", ArrowDown: "down", " ": "space", Enter: "enter" };
-const KEY_LABELS = [["left", "←"], ["right", "→"], ["up", "↑"], ["down", "↓"], ["space", "Space"], ["enter", "Enter"]];
+const KEY_LABELS = [["left", "←"], ["right", "→"], ["up", "↑"], ["down", "↓"], ["space", t("Space")], ["enter", "Enter"]];
 /** @type {PageKeys} */
 let pageKeys = {};
 
@@ -852,7 +866,7 @@ function showKeys() {
   dialog.setAttribute("aria-labelledby", "keys-help-title");
   const title = document.createElement("h2");
   title.id = "keys-help-title";
-  title.textContent = "Keys on this page";
+  title.textContent = t("Keys on this page");
   const table = document.createElement("table");
   table.className = "keys";
   const row = (labels, does) => {
@@ -871,19 +885,19 @@ function showKeys() {
     table.append(tr);
   };
   for (const [name, label] of KEY_LABELS) if (pageKeys[name]) row([label], pageKeys[name].does);
-  row(["Tab", "Shift+Tab"], "move between the buttons, lists, tokens and links");
-  row(["Enter", "Space"], "press the focused button, or choose the focused token");
-  row(["?"], "this list");
-  row(["Esc"], "close it");
+  row(["Tab", "Shift+Tab"], t("move between the buttons, lists, tokens and links"));
+  row(["Enter", t("Space")], t("press the focused button, or choose the focused token"));
+  row(["?"], t("this list"));
+  row(["Esc"], t("close it"));
   const note = document.createElement("p");
   note.className = "hint";
-  note.textContent = "The keys do nothing while you type in a text box or choose in a list; press Tab to leave it.";
+  note.textContent = t("The keys do nothing while you type in a text box or choose in a list; press Tab to leave it.");
   const form = document.createElement("form");
   form.method = "dialog"; // submitting closes the dialog, no request
   const close = document.createElement("button");
   close.type = "submit";
   close.className = "primary";
-  close.textContent = "Close";
+  close.textContent = t("Close");
   form.append(close);
   dialog.append(title, table, note, form);
   dialog.addEventListener("keydown", keepFocusIn);
@@ -935,9 +949,9 @@ export function stepRange(input, delta) {
 /** ←/→ the #layer select, ↑/↓ the #head select: the keys of a page that shows one layer and head. */
 export function layerHeadKeys() {
   return {
-    left: { does: "previous layer", run: () => stepSelect($("layer"), -1) },
-    right: { does: "next layer", run: () => stepSelect($("layer"), 1) },
-    up: { does: "previous head", run: () => stepSelect($("head"), -1) },
-    down: { does: "next head", run: () => stepSelect($("head"), 1) },
+    left: { does: t("previous layer"), run: () => stepSelect($("layer"), -1) },
+    right: { does: t("next layer"), run: () => stepSelect($("layer"), 1) },
+    up: { does: t("previous head"), run: () => stepSelect($("head"), -1) },
+    down: { does: t("next head"), run: () => stepSelect($("head"), 1) },
   };
 }

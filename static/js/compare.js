@@ -2,7 +2,7 @@
 import {
   $, api, readState, writeState, guarded, latestOnly, onRunForm, initModelSelect, fillLayerHead, onLayerHeadChange,
   renderChips, tokenLabels, defaultQuery, wireToNested, labelAxis, baseLayout, plot, plotlyText, probabilityBars,
-  pct, fmt, keys, layerHeadKeys, setTraceExport,
+  pct, fmt, keys, layerHeadKeys, setTraceExport, t,
 } from "./common.js";
 
 const state = readState({
@@ -28,9 +28,9 @@ async function run() {
     setTraceExport("/api/text/export", body("a"), "download-trace-a");
     setTraceExport("/api/text/export", body("b"), "download-trace-b");
     fillLayerHead(state, ta);
-    for (const [side, t] of [["a", ta], ["b", tb]]) {
+    for (const [side, r] of [["a", ta], ["b", tb]]) {
       const key = `q${side}`;
-      if (!(state[key] >= 0 && state[key] < t.tokens.length)) state[key] = defaultQuery(t.tokens);
+      if (!(state[key] >= 0 && state[key] < r.tokens.length)) state[key] = defaultQuery(r.tokens);
     }
     await loadHead(my);
   });
@@ -70,10 +70,10 @@ function samePrefix() {
 
 function draw() {
   $("compare-note").textContent = samePrefix()
-    ? "The two texts are identical up to the token you follow, and GPT-2 reads left to right: a token cannot see the " +
+    ? t("The two texts are identical up to the token you follow, and GPT-2 reads left to right: a token cannot see the " +
       "words after it, so its attention is the same in both. Follow a token after the word that differs (click it) " +
-      "to see the difference spread."
-    : "The texts differ before or at the token you follow, so its attention can differ: compare the bars.";
+      "to see the difference spread.")
+    : t("The texts differ before or at the token you follow, so its attention can differ: compare the bars.");
   const rows = {};
   let maxV = 0.05;
   for (const side of ["a", "b"]) {
@@ -88,12 +88,13 @@ function draw() {
     const row = rows[side];
     renderChips($(`tokens-${side}`), tokens, { selected: q, onSelect: (i) => select(side, i) });
     const order = row.map((v, j) => j).sort((x, y) => row[y] - row[x]).slice(0, 3);
-    $(`summary-${side}`).textContent =
-      `“${labels[q]}” looks most at ` + order.map((j) => `“${labels[j]}” (${pct(row[j])})`).join(", ") + ".";
+    $(`summary-${side}`).textContent = t("“{token}” looks most at {keys}.", {
+      token: labels[q], keys: order.map((j) => `“${labels[j]}” (${pct(row[j])})`).join(", "),
+    });
     const bars = probabilityBars(row, row.map((v, j) => plotlyText(`${labels[q]} → ${labels[j]}: ${fmt(v)}`)));
     const layout = baseLayout({
-      title: { text: plotlyText(`attention from “${labels[q]}”, layer ${state.layer} head ${state.head}`), x: 0.03, font: { size: 14 } },
-      xaxis: { range: [0, Math.min(1.2, maxV * 1.25 + 0.03)], title: { text: "attention weight" }, gridcolor: "#e4e7eb" },
+      title: { text: plotlyText(t("attention from “{token}”, layer {layer} head {head}", { token: labels[q], layer: state.layer, head: state.head })), x: 0.03, font: { size: 14 } },
+      xaxis: { range: [0, Math.min(1.2, maxV * 1.25 + 0.03)], title: { text: t("attention weight") }, gridcolor: "#e4e7eb" },
       yaxis: labelAxis(labels.slice(0, q + 1), { autorange: "reversed" }),
       margin: { l: 110, r: 30, t: 36, b: 50 },
       bargap: 0.15,

@@ -1,7 +1,7 @@
 // Shared by the Stable Diffusion pages: the served diffusion models, reading a streamed run
 // (Server-Sent Events over fetch, so a refused run still arrives as a JSON error), and the
 // picture-with-heatmap figure the word maps are drawn on.
-import { $, api, ApiError, decodeArray, baseLayout, plot, plotlyText, fmt, DIVERGING } from "./common.js";
+import { $, api, ApiError, decodeArray, baseLayout, plot, plotlyText, fmt, t, DIVERGING } from "./common.js";
 
 /** Fill the hidden #model select with the served diffusion models; returns the model list. */
 export async function initDiffusionModel(state) {
@@ -17,7 +17,7 @@ export async function initDiffusionModel(state) {
   if (!models.some((m) => m.name === state.model)) state.model = models.length ? models[0].name : "";
   sel.value = state.model;
   sel.closest(".field").hidden = models.length < 2;
-  if (!models.length) throw new ApiError(404, "no model", "This server serves no text-to-image model (start it with --sd NAME_OR_PATH).");
+  if (!models.length) throw new ApiError(404, "no model", t("This server serves no text-to-image model (start it with --sd NAME_OR_PATH)."));
   return models;
 }
 
@@ -45,15 +45,15 @@ export async function streamRun(body, handlers, signal) {
     });
   } catch (e) {
     if (e.name === "AbortError") throw e;
-    throw new ApiError(0, "network", "Could not reach the glassbox server. Is it still running?");
+    throw new ApiError(0, "network", t("Could not reach the glassbox server. Is it still running?"));
   }
   if (!res.ok) {
     let payload = null;
     try { payload = await res.json(); } catch (e) { payload = null; }
     const detail = payload && (payload.detail || payload.error);
     const retry = res.headers.get("Retry-After");
-    const msg = typeof detail === "string" ? detail : `The server answered ${res.status}.`;
-    throw new ApiError(res.status, payload && payload.error, retry ? `${msg} Try again in ${retry} s.` : msg);
+    const msg = typeof detail === "string" ? detail : t("The server answered {status}.", { status: res.status });
+    throw new ApiError(res.status, payload && payload.error, retry ? t("{message} Try again in {s} s.", { message: msg, s: retry }) : msg);
   }
   const reader = res.body.getReader();
   const decoder = new TextDecoder();
@@ -72,7 +72,7 @@ export async function streamRun(body, handlers, signal) {
         else if (line.startsWith("data: ")) data += line.slice(6);
       }
       const payload = data ? JSON.parse(data) : {};
-      if (event === "error") throw new ApiError(500, payload.error, payload.detail || "The run failed on the server.");
+      if (event === "error") throw new ApiError(500, payload.error, payload.detail || t("The run failed on the server."));
       if (handlers[event]) handlers[event](payload);
     }
   }
@@ -105,7 +105,7 @@ const CLEAR = [[0, "rgba(0,0,0,0)"], [1, "rgba(0,0,0,0)"]];
 const SEE_THROUGH = [[0, "rgba(68,1,84,0)"], [0.25, "rgba(59,82,139,0.45)"], [0.5, "rgba(33,145,140,0.65)"], [0.75, "rgba(94,201,98,0.8)"], [1, "rgba(253,231,37,0.9)"]];
 
 /** The picture (a PNG data URL, side px) with `heat` ([h][w] or null) over it; [data, layout]. */
-export function pictureWithHeat(url, side, heat, { valueName = "attention", zmax } = {}) {
+export function pictureWithHeat(url, side, heat, { valueName = t("attention"), zmax } = {}) {
   const n = heat ? heat.length : 1;
   const cell = side / n;
   const xs = Array.from({ length: n }, (_, i) => (i + 0.5) * cell);

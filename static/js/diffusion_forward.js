@@ -1,6 +1,6 @@
 // /diffusion/forward: a drawn scene, the VAE's latent of it, and the noise of timestep t added
 // (x_t = √ᾱ·z + √(1−ᾱ)·ε), beside the same noise level on the pixels.
-import { $, api, readState, writeState, guarded, latestOnly, decodeArray, fmt, keys, stepRange } from "./common.js";
+import { $, api, readState, writeState, guarded, latestOnly, decodeArray, fmt, keys, stepRange, t } from "./common.js";
 import { initDiffusionModel, channel, heatRow, react, absMax } from "./diffusion.js";
 
 const state = readState({ scene: 0, t: 500, seed: 0, model: "" });
@@ -15,7 +15,7 @@ async function load() {
     if (seq.isStale(my)) return;
     writeState(state);
     draw(r);
-  }, "Noising…");
+  }, t("Noising…"));
 }
 
 function draw(r) {
@@ -25,17 +25,17 @@ function draw(r) {
   $("noisy").src = r.noisy;
   $("noisy-pixels").src = r.noisy_pixels;
   const a = r.alpha_bar;
-  $("formula").textContent =
-    `t = ${r.t}: ᾱ = ${a.toFixed(4)}, so x_t = ${fmt(Math.sqrt(a), 3)}·z + ${fmt(Math.sqrt(1 - a), 3)}·ε — ` +
-    `${(100 * a).toFixed(1)} % of the variance is still the picture.`;
+  $("formula").textContent = t("t = {t}: ᾱ = {a}, so x_t = {zs}·z + {es}·ε — {pc} % of the variance is still the picture.", {
+    t: r.t, a: a.toFixed(4), zs: fmt(Math.sqrt(a), 3), es: fmt(Math.sqrt(1 - a), 3), pc: (100 * a).toFixed(1),
+  });
   const z = decodeArray(r.latent);
   const zt = decodeArray(r.noisy_latent);
   const [C, h, w] = z.shape;
-  $("latent-shape").textContent = `${$("clean").naturalWidth || "the"} px → ${C} × ${h} × ${w}`;
+  $("latent-shape").textContent = `${$("clean").naturalWidth || "?"} px → ${C} × ${h} × ${w}`;
   const m = absMax(z, zt);
   const panels = [];
-  for (let c = 0; c < C; c++) panels.push({ title: `z, channel ${c}`, z: channel(z, c) });
-  for (let c = 0; c < C; c++) panels.push({ title: `x_t, channel ${c}`, z: channel(zt, c) });
+  for (let c = 0; c < C; c++) panels.push({ title: t("z, channel {c}", { c }), z: channel(z, c) });
+  for (let c = 0; c < C; c++) panels.push({ title: t("x_t, channel {c}", { c }), z: channel(zt, c) });
   react($("latents"), heatRow(panels, { zmin: -m, zmax: m, rows: 2 }));
 }
 
@@ -61,10 +61,10 @@ function wire() {
   };
   $("next-scene").addEventListener("click", () => scene((state.scene + 1) % 10001));
   keys({
-    left: { does: "timestep t − 50 (less noise)", run: () => stepRange($("t"), -50) },
-    right: { does: "timestep t + 50 (more noise)", run: () => stepRange($("t"), 50) },
-    up: { does: "the previous scene", run: () => state.scene > 0 && scene(state.scene - 1) },
-    down: { does: "the next scene", run: () => scene((state.scene + 1) % 10001) },
+    left: { does: t("timestep t − 50 (less noise)"), run: () => stepRange($("t"), -50) },
+    right: { does: t("timestep t + 50 (more noise)"), run: () => stepRange($("t"), 50) },
+    up: { does: t("the previous scene"), run: () => state.scene > 0 && scene(state.scene - 1) },
+    down: { does: t("the next scene"), run: () => scene((state.scene + 1) % 10001) },
   });
   $("noise-seed").addEventListener("change", () => {
     state.seed = Math.max(0, Math.round(Number($("noise-seed").value) || 0));

@@ -1,7 +1,7 @@
 // /diffusion/generate: a text-to-image run streamed step by step; a scrubber, play, per-word
 // cross-attention over x̂₀, a strip of steps, two runs compared, and the runs' paths in latent space.
 import {
-  $, api, ApiError, readState, writeState, showError, clearError, onRunForm, plotlyText, fmt, baseLayout, plot, keys, setTraceExport,
+  $, api, ApiError, readState, writeState, showError, clearError, onRunForm, plotlyText, fmt, baseLayout, plot, keys, setTraceExport, t,
 } from "./common.js";
 import { initDiffusionModel, runBody, streamRun, decodeStep, channel, tokenLabel, pictureWithHeat, heatRow, react, absMax } from "./diffusion.js";
 
@@ -96,7 +96,7 @@ async function run({ keepStep = false } = {}) {
   const exported = runBody(state); // the run this stream shows, for "Download trace" once it is done
   setTraceExport(null);
   const started = performance.now();
-  setProgress(0, state.steps, "Waiting for the first step…");
+  setProgress(0, state.steps, t("Waiting for the first step…"));
   try {
     await streamRun(runBody(state), {
       head: (h) => {
@@ -104,7 +104,7 @@ async function run({ keepStep = false } = {}) {
         const notes = [];
         if (h.notice) notes.push(h.notice);
         if (h.steps !== h.steps_asked) {
-          notes.push(`This scheduler calls the model ${h.steps} times for ${h.steps_asked} steps (PNDM repeats one timestep); each call is shown.`);
+          notes.push(t("This scheduler calls the model {n} times for {asked} steps (PNDM repeats one timestep); each call is shown.", { n: h.steps, asked: h.steps_asked }));
         }
         if (notes.length) {
           $("notice").textContent = notes.join(" ");
@@ -116,8 +116,10 @@ async function run({ keepStep = false } = {}) {
       step: (s) => {
         steps.push(decodeStep(s));
         const n = steps.length;
-        const first = n === 1 ? ` (first after ${Math.round(performance.now() - started)} ms)` : "";
-        setProgress(n, head.steps, `Step ${n} of ${head.steps}${first}`);
+        const progress = n === 1
+          ? t("Step {n} of {total} (first after {ms} ms)", { n, total: head.steps, ms: Math.round(performance.now() - started) })
+          : t("Step {n} of {total}", { n, total: head.steps });
+        setProgress(n, head.steps, progress);
         $("step").max = String(n - 1);
         if (state.step === -1 || state.step >= n - 1 || !keepStep) show(n - 1, { live: true });
         renderStrip();
@@ -125,12 +127,12 @@ async function run({ keepStep = false } = {}) {
       done: () => {
         finished = true;
         setTraceExport("/api/diffusion/export", exported);
-        setProgress(steps.length, steps.length, `Done: ${steps.length} steps in ${((performance.now() - started) / 1000).toFixed(1)} s`);
+        setProgress(steps.length, steps.length, t("Done: {n} steps in {s} s", { n: steps.length, s: ((performance.now() - started) / 1000).toFixed(1) }));
       },
     }, signal);
   } catch (e) {
     if (e.name === "AbortError") return;
-    showError(e instanceof ApiError ? e.message : `Something went wrong in the page: ${e.message}`);
+    showError(e instanceof ApiError ? e.message : t("Something went wrong in the page: {message}", { message: e.message }));
     if (!(e instanceof ApiError)) console.warn(e);
     return;
   } finally {
@@ -158,14 +160,15 @@ async function compare(signal) {
   finishedB = false;
   $("compare-view").hidden = false;
   const body = bodyB();
-  const what = state.cmp === "guidance" ? `guidance ${body.guidance}` : `seed ${body.seed}`;
-  $("a-caption").textContent = `A: ${state.cmp === "guidance" ? `guidance ${state.guidance}` : `seed ${state.seed}`}`;
-  $("b-caption").textContent = `B: ${what} (running…)`;
+  const setting = (g, s) => (state.cmp === "guidance" ? t("guidance {g}", { g }) : t("seed {s}", { s }));
+  const what = setting(body.guidance, body.seed);
+  $("a-caption").textContent = `A: ${setting(state.guidance, state.seed)}`;
+  $("b-caption").textContent = t("B: {what} (running…)", { what });
   try {
     await streamRun(body, {
       step: (s) => {
         stepsB.push(decodeStep(s));
-        $("b-caption").textContent = `B: ${what} (step ${stepsB.length})`;
+        $("b-caption").textContent = t("B: {what} (step {n})", { what, n: stepsB.length });
         showCompare();
       },
       done: () => {
@@ -175,7 +178,7 @@ async function compare(signal) {
     }, signal);
   } catch (e) {
     if (e.name === "AbortError") throw e;
-    showError(e instanceof ApiError ? e.message : `Something went wrong in the page: ${e.message}`);
+    showError(e instanceof ApiError ? e.message : t("Something went wrong in the page: {message}", { message: e.message }));
   }
   showCompare();
   upgrade(shownIndex());
@@ -194,7 +197,7 @@ async function drawPaths(signal) {
   // Runs not yet computed (added seeds, or evicted from the cache) are run first, without drawing them.
   for (const body of runs.slice(1)) {
     if (signal.aborted) return;
-    $("progress-text").textContent = `Running seed ${body.seed}, guidance ${body.guidance} for the map…`;
+    $("progress-text").textContent = t("Running seed {seed}, guidance {guidance} for the map…", body);
     await streamRun(body, {}, signal);
   }
   if (signal.aborted) return;
@@ -206,14 +209,16 @@ async function drawPaths(signal) {
     return;
   }
   if (signal.aborted) return;
-  $("progress-text").textContent = `Done: ${steps.length} steps.`;
+  $("progress-text").textContent = t("Done: {n} steps.", { n: steps.length });
+  // The runs' names in the page's language (the answer's `labels` say the same in English).
+  const names = runs.map((body) => t("seed {seed}, guidance {guidance}", body));
   const data = r.points.map((pts, i) => ({
-    type: "scatter", mode: "lines+markers", name: r.labels[i],
+    type: "scatter", mode: "lines+markers", name: names[i],
     x: pts.map((p) => p[0]), y: pts.map((p) => p[1]),
-    text: pts.map((_, k) => `${plotlyText(r.labels[i])}<br>step ${k + 1}`), hoverinfo: "text",
+    text: pts.map((_, k) => `${plotlyText(names[i])}<br>${t("step {n}", { n: k + 1 })}`), hoverinfo: "text",
     marker: { size: pts.map((_, k) => (k === 0 || k === pts.length - 1 ? 11 : 6)) },
   }));
-  const pc = (k) => `PC ${k + 1} (${(100 * r.explained[k]).toFixed(0)} % of the variance)`;
+  const pc = (k) => t("PC {k} ({p} % of the variance)", { k: k + 1, p: (100 * r.explained[k]).toFixed(0) });
   plot($("paths"), data, baseLayout({
     xaxis: { title: { text: pc(0) }, zeroline: false }, yaxis: { title: { text: pc(1) }, zeroline: false },
     margin: { l: 70, r: 20, t: 20, b: 90 }, legend: { orientation: "h", yref: "container", y: 0, yanchor: "bottom" },
@@ -234,7 +239,7 @@ function show(i, { live = false } = {}) {
   if (!live) state.step = i;
   $("step").value = String(i);
   const s = steps[i];
-  $("step-out").textContent = `${i + 1} of ${head.steps} (t = ${Math.round(s.timestep)})`;
+  $("step-out").textContent = t("{n} of {total} (t = {t})", { n: i + 1, total: head.steps, t: Math.round(s.timestep) });
   $("latent-img").src = s.preview;
   drawX0(i);
   drawNoise(i);
@@ -253,10 +258,10 @@ function drawX0(i) {
   const w = currentWord();
   const side = head.image_size;
   const url = s.exact_x0 || s.preview_x0;
-  const kind = s.exact_x0 ? "VAE decode" : "fast preview";
-  $("x0").dataset.kind = kind;
+  $("x0").dataset.kind = s.exact_x0 ? "VAE decode" : "fast preview";
+  const kind = s.exact_x0 ? t("VAE decode") : t("fast preview");
   if (w < 0 || w >= s.words.shape[0]) {
-    $("x0-caption").textContent = `Predicted clean image x̂₀ at step ${i + 1} (${kind}). Hover a token above to see where the picture looks at it.`;
+    $("x0-caption").textContent = t("Predicted clean image x̂₀ at step {n} ({kind}). Hover a token above to see where the picture looks at it.", { n: i + 1, kind });
     react($("x0"), pictureWithHeat(url, side, null));
     $("x0").dataset.word = "";
     return;
@@ -265,9 +270,10 @@ function drawX0(i) {
   let peak = 0;
   for (const row of map) for (const v of row) peak = Math.max(peak, v);
   const label = tokenLabel(head.tokens[w], w);
-  $("x0-caption").textContent = `Where the picture looks at “${label}” at step ${i + 1} (cross-attention, mean of layers and heads; peak ${fmt(peak, 2)}; ${kind})`;
+  $("x0-caption").textContent = t("Where the picture looks at “{word}” at step {n} (cross-attention, mean of layers and heads; peak {peak}; {kind})",
+    { word: label, n: i + 1, peak: fmt(peak, 2), kind });
   $("x0").dataset.word = label;
-  react($("x0"), pictureWithHeat(url, side, map, { valueName: `attention to ${label}` }));
+  react($("x0"), pictureWithHeat(url, side, map, { valueName: t("attention to {word}", { word: label }) }));
 }
 
 function drawNoise(i) {
@@ -276,11 +282,11 @@ function drawNoise(i) {
   const diff = { shape: s.noise_cond.shape, data: s.noise_cond.data.map((v, k) => v - s.noise_uncond.data[k]) };
   const m = absMax(s.latent, s.noise, s.noise_cond, s.noise_uncond);
   react($("noise"), heatRow([
-    { title: "latent xₜ₋₁", z: channel(s.latent, c) },
-    { title: "ε uncond", z: channel(s.noise_uncond, c) },
-    { title: "ε cond", z: channel(s.noise_cond, c) },
-    { title: "cond − uncond", z: channel(diff, c) },
-    { title: `ε guided (g = ${state.guidance})`, z: channel(s.noise, c) },
+    { title: t("latent xₜ₋₁"), z: channel(s.latent, c) },
+    { title: t("ε uncond"), z: channel(s.noise_uncond, c) },
+    { title: t("ε cond"), z: channel(s.noise_cond, c) },
+    { title: t("cond − uncond"), z: channel(diff, c) },
+    { title: t("ε guided (g = {g})", { g: state.guidance }), z: channel(s.noise, c) },
   ], { zmin: -m, zmax: m }));
 }
 
@@ -310,6 +316,7 @@ function renderWords() {
     const txt = document.createElement("span");
     txt.className = "txt";
     txt.textContent = tokenLabel(tok, i); // literal text, never HTML
+    txt.translate = false; // a token is data
     chip.append(pos, txt);
     const hover = (on) => {
       hoverWord = on ? i : null;
@@ -365,9 +372,9 @@ function renderStrip() {
     fig.dataset.step = String(k - 1);
     const img = document.createElement("img");
     img.src = steps[k - 1].preview_x0;
-    img.alt = `x̂₀ at step ${k}`;
+    img.alt = t("x̂₀ at step {n}", { n: k });
     const cap = document.createElement("span");
-    cap.textContent = `step ${k}`;
+    cap.textContent = t("step {n}", { n: k });
     fig.append(img, cap);
     fig.addEventListener("click", () => { stop(); show(k - 1); });
     box.append(fig);
@@ -382,7 +389,7 @@ function markStrip(i) {
 function stop() {
   if (timer) clearInterval(timer);
   timer = null;
-  $("play").textContent = "▶ Play";
+  $("play").textContent = t("▶ Play");
   $("play").setAttribute("aria-pressed", "false");
 }
 
@@ -390,7 +397,7 @@ function play() {
   if (timer) return stop();
   if (!finished || !steps.length) return;
   if (shownIndex() >= steps.length - 1) show(0);
-  $("play").textContent = "⏸ Pause";
+  $("play").textContent = t("⏸ Pause");
   $("play").setAttribute("aria-pressed", "true");
   timer = setInterval(() => {
     const i = shownIndex();
@@ -412,7 +419,7 @@ function wire() {
   });
   $("compare-form").addEventListener("submit", async (ev) => {
     ev.preventDefault();
-    if (!finished) return showError("Wait for the run to finish (or press Run), then compare.");
+    if (!finished) return showError(t("Wait for the run to finish (or press Run), then compare."));
     clearError();
     state.cmp = $("cmp").value;
     state.b = Number($("b").value);
@@ -444,11 +451,11 @@ function wire() {
     show(shownIndex() + d);
   };
   keys({
-    left: { does: "previous denoising step", run: () => scrub(-1) },
-    right: { does: "next denoising step", run: () => scrub(1) },
-    up: { does: "the previous word's map over x̂₀", run: () => stepWord(-1) },
-    down: { does: "the next word's map over x̂₀", run: () => stepWord(1) },
-    space: { does: "play or pause the run", run: play },
+    left: { does: t("previous denoising step"), run: () => scrub(-1) },
+    right: { does: t("next denoising step"), run: () => scrub(1) },
+    up: { does: t("the previous word's map over x̂₀"), run: () => stepWord(-1) },
+    down: { does: t("the next word's map over x̂₀"), run: () => stepWord(1) },
+    space: { does: t("play or pause the run"), run: play },
   });
 }
 
@@ -467,7 +474,7 @@ async function init() {
   for (const name of m.schedulers) {
     const o = document.createElement("option");
     o.value = name;
-    o.textContent = name === "default" ? "the model's own" : name;
+    o.textContent = name === "default" ? t("the model's own") : name;
     sel.append(o);
   }
   if (!m.schedulers.includes(state.scheduler)) state.scheduler = "default";

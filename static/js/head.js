@@ -2,7 +2,7 @@
 import {
   $, api, readState, writeState, latestOnly, runText, onRunForm, initModelSelect, textBody, fillLayerHead, onLayerHeadChange,
   tokenLabels, defaultQuery,
-  decodeArray, toNested, nonFiniteToNull, heatmapTrace, labelAxis, baseLayout, plot, fmt, pct, keys, stepSelect, MARK,
+  decodeArray, toNested, nonFiniteToNull, heatmapTrace, labelAxis, baseLayout, plot, fmt, pct, keys, stepSelect, t, MARK,
   DEFAULT_TEXT,
 } from "./common.js";
 
@@ -12,24 +12,24 @@ let H = null; // decoded /api/text/head: name -> nested arrays
 const seq = latestOnly();
 
 const STEPS = [
-  { name: "X", title: "X: the input" },
-  { name: "W", title: "Wq, Wk, Wv: the weights" },
+  { name: "X", title: t("X: the input") },
+  { name: "W", title: t("Wq, Wk, Wv: the weights") },
   { name: "Q", title: "Q = X·Wq" },
   { name: "K", title: "K = X·Wk" },
   { name: "V", title: "V = X·Wv" },
-  { name: "QK", title: "Q·Kᵀ: the scores" },
+  { name: "QK", title: t("Q·Kᵀ: the scores") },
   { name: "scale", title: "÷ √d_head" },
-  { name: "mask", title: "Causal mask" },
+  { name: "mask", title: t("Causal mask") },
   { name: "softmax", title: "Softmax" },
   { name: "Z", title: "·V = Z" },
   { name: "out", title: "Concat · Wo" },
 ];
 
 async function run() {
-  await runText(state, seq, "/api/text/trace", async (t, my) => {
-    trace = t;
-    fillLayerHead(state, t);
-    if (!(state.q >= 0 && state.q < t.tokens.length)) state.q = defaultQuery(t.tokens);
+  await runText(state, seq, "/api/text/trace", async (r, my) => {
+    trace = r;
+    fillLayerHead(state, r);
+    if (!(state.q >= 0 && state.q < r.tokens.length)) state.q = defaultQuery(r.tokens);
     fillQuery();
     await loadHead(my);
   });
@@ -79,25 +79,26 @@ function stepContent(n) {
   const att = H.attention[q];
   const j = argmax(att.slice(0, q + 1)); // the key this token attends to most
   const jn = `“${labels[j]}”`;
-  const tok = { rowLabels: labels, rowName: "token" };
+  const tok = { rowLabels: labels, rowName: t("token") };
   const dims = (name) => ({ colName: name });
-  const TT = { rowLabels: labels, colLabels: labels, rowName: "query", colName: "key" };
+  const TT = { rowLabels: labels, colLabels: labels, rowName: t("query"), colName: t("key") };
+  const inDim = t("input dim");
   switch (STEPS[n - 1].name) {
     case "X":
       return {
-        text: `X has one row per token (${T} tokens) and ${D} columns: every token is a vector of ${D} numbers, the ` +
-          `input of layer ${state.layer} after its LayerNorm. Row ${q}, ${qn}, begins ${list(H.x[q])}.`,
-        panels: [panel(`X  (${T} × ${D})`, H.x, { ...tok, ...dims("dim"), valueName: "x", highlightRow: q })],
+        text: t("X has one row per token ({T} tokens) and {D} columns: every token is a vector of {D} numbers, the " +
+          "input of layer {layer} after its LayerNorm. Row {q}, {qn}, begins {row}.", { T, D, layer: state.layer, q, qn, row: list(H.x[q]) }),
+        panels: [panel(`X  (${T} × ${D})`, H.x, { ...tok, ...dims(t("dim")), valueName: "x", highlightRow: q })],
       };
     case "W":
       return {
-        text: `Head ${state.head} owns three ${D} × ${dh} matrices, learned in training and the same for every token: ` +
-          `Wq makes a query (what the token looks for), Wk a key (what it offers), Wv a value (what it passes on). ` +
-          `Each shrinks a ${D}-number token to ${dh} numbers. Wq[0][0] = ${fmt(H.wq[0][0])}.`,
+        text: t("Head {head} owns three {D} × {dh} matrices, learned in training and the same for every token: " +
+          "Wq makes a query (what the token looks for), Wk a key (what it offers), Wv a value (what it passes on). " +
+          "Each shrinks a {D}-number token to {dh} numbers. Wq[0][0] = {w}.", { head: state.head, D, dh, w: fmt(H.wq[0][0]) }),
         panels: [
-          panel(`Wq  (${D} × ${dh})`, H.wq, { rowName: "input dim", colName: "query dim", valueName: "w" }),
-          panel(`Wk  (${D} × ${dh})`, H.wk, { rowName: "input dim", colName: "key dim", valueName: "w" }),
-          panel(`Wv  (${D} × ${dh})`, H.wv, { rowName: "input dim", colName: "value dim", valueName: "w" }),
+          panel(`Wq  (${D} × ${dh})`, H.wq, { rowName: inDim, colName: t("query dim"), valueName: "w" }),
+          panel(`Wk  (${D} × ${dh})`, H.wk, { rowName: inDim, colName: t("key dim"), valueName: "w" }),
+          panel(`Wv  (${D} × ${dh})`, H.wv, { rowName: inDim, colName: t("value dim"), valueName: "w" }),
         ],
       };
     case "Q":
@@ -109,48 +110,49 @@ function stepContent(n) {
       const W = H[`w${lower}`];
       const b = H[`b${lower}`] ? H[`b${lower}`][0] : 0;
       const mine = dot(H.x[q], col(W, 0)) + b;
-      const role = { Q: "a query: what this token is looking for", K: "a key: what this token offers to queries", V: "a value: what this token hands on when it is attended to" }[name];
+      const role = { Q: t("a query: what this token is looking for"), K: t("a key: what this token offers to queries"), V: t("a value: what this token hands on when it is attended to") }[name];
       return {
-        text: `${name} = X·W${lower} + b${lower} gives every token ${role}, ${dh} numbers. ` +
-          `${name}[${q}] (${qn}) = ${list(M[q])}; its first number is X[${q}]·W${lower}[:, 0] + b${lower}[0], ` +
-          `${D} products summed plus ${fmt(b)} = ${fmt(mine)} (recomputed here; the model's value is ${fmt(M[q][0])}).`,
+        text: t("{name} = X·W{lower} + b{lower} gives every token {role}, {dh} numbers. " +
+          "{name}[{q}] ({qn}) = {row}; its first number is X[{q}]·W{lower}[:, 0] + b{lower}[0], " +
+          "{D} products summed plus {b} = {mine} (recomputed here; the model's value is {model}).",
+        { name, lower, role, dh, q, qn, row: list(M[q]), D, b: fmt(b), mine: fmt(mine), model: fmt(M[q][0]) }),
         panels: [
-          panel(`X  (${T} × ${D})`, H.x, { ...tok, ...dims("dim"), valueName: "x", highlightRow: q }),
-          panel(`${name}  (${T} × ${dh})`, M, { ...tok, ...dims(`${lower} dim`), valueName: lower, highlightRow: q }),
+          panel(`X  (${T} × ${D})`, H.x, { ...tok, ...dims(t("dim")), valueName: "x", highlightRow: q }),
+          panel(`${name}  (${T} × ${dh})`, M, { ...tok, ...dims(t("{name} dim", { name: lower })), valueName: lower, highlightRow: q }),
         ],
       };
     }
     case "QK": {
       const mine = dot(H.q[q], H.k[j]);
       return {
-        text: `Each query is compared with every key by a dot product: scores = Q·Kᵀ, a ${T} × ${T} table. ` +
-          `${qn} against ${jn}: Q[${q}]·K[${j}] = ${fmt(mine)} (the model: ${fmt(H.scores[q][j])}). ` +
-          `A larger score means a better match.`,
+        text: t("Each query is compared with every key by a dot product: scores = Q·Kᵀ, a {T} × {T} table. " +
+          "{qn} against {jn}: Q[{q}]·K[{j}] = {mine} (the model: {model}). " +
+          "A larger score means a better match.", { T, qn, jn, q, j, mine: fmt(mine), model: fmt(H.scores[q][j]) }),
         panels: [
-          panel(`Q  (${T} × ${dh})`, H.q, { ...tok, ...dims("q dim"), valueName: "q", highlightRow: q }),
-          panel(`K  (${T} × ${dh})`, H.k, { ...tok, ...dims("k dim"), valueName: "k", highlightRow: j }),
-          panel(`Q·Kᵀ  (${T} × ${T})`, H.scores, { ...TT, valueName: "score", highlightRow: q, square: true }),
+          panel(`Q  (${T} × ${dh})`, H.q, { ...tok, ...dims(t("{name} dim", { name: "q" })), valueName: "q", highlightRow: q }),
+          panel(`K  (${T} × ${dh})`, H.k, { ...tok, ...dims(t("{name} dim", { name: "k" })), valueName: "k", highlightRow: j }),
+          panel(`Q·Kᵀ  (${T} × ${T})`, H.scores, { ...TT, valueName: t("score"), highlightRow: q, square: true }),
         ],
       };
     }
     case "scale": {
       const root = Math.sqrt(dh);
       return {
-        text: `The scores are divided by √d_head = √${dh} = ${fmt(root, 4)}, so that they do not grow with the ` +
-          `vector length and the softmax does not saturate: ${qn} → ${jn}: ${fmt(H.scores[q][j])} ÷ ${fmt(root, 4)} = ` +
-          `${fmt(H.scaled[q][j])}.`,
+        text: t("The scores are divided by √d_head = √{dh} = {root}, so that they do not grow with the " +
+          "vector length and the softmax does not saturate: {qn} → {jn}: {score} ÷ {root} = {scaled}.",
+        { dh, root: fmt(root, 4), qn, jn, score: fmt(H.scores[q][j]), scaled: fmt(H.scaled[q][j]) }),
         panels: [
-          panel("Q·Kᵀ", H.scores, { ...TT, valueName: "score", highlightRow: q, square: true }),
-          panel(`Q·Kᵀ ÷ √${dh}`, H.scaled, { ...TT, valueName: "scaled score", highlightRow: q, square: true }),
+          panel("Q·Kᵀ", H.scores, { ...TT, valueName: t("score"), highlightRow: q, square: true }),
+          panel(`Q·Kᵀ ÷ √${dh}`, H.scaled, { ...TT, valueName: t("scaled score"), highlightRow: q, square: true }),
         ],
       };
     }
     case "mask":
       return {
-        text: `GPT-2 writes left to right, so a token may not look at the tokens after it: the scores above the ` +
-          `diagonal become −∞ (blank here; hover says “masked”) and softmax will turn them into 0. ` +
-          `Row ${q}, ${qn}, keeps ${q + 1} of its ${T} scores.`,
-        panels: [panel("masked scores", H.masked, { ...TT, valueName: "scaled score", highlightRow: q, square: true })],
+        text: t("GPT-2 writes left to right, so a token may not look at the tokens after it: the scores above the " +
+          "diagonal become −∞ (blank here; hover says “masked”) and softmax will turn them into 0. " +
+          "Row {q}, {qn}, keeps {kept} of its {T} scores.", { q, qn, kept: q + 1, T }),
+        panels: [panel(t("masked scores"), H.masked, { ...TT, valueName: t("scaled score"), highlightRow: q, square: true })],
       };
     case "softmax": {
       const row = H.masked[q].slice(0, q + 1);
@@ -158,25 +160,25 @@ function stepContent(n) {
       const sum = row.reduce((s, v) => s + Math.exp(v - m), 0);
       const mine = Math.exp(H.masked[q][j] - m) / sum;
       return {
-        text: `Softmax turns each row into probabilities that sum to 1: eˢ / Σ eˢ along the row. ${qn} gives ` +
-          `${pct(att[j])} of its attention to ${jn} (e^${fmt(H.masked[q][j])} / Σ over ${q + 1} keys = ${fmt(mine)}). ` +
-          `This is the pattern the attention heatmap shows.`,
+        text: t("Softmax turns each row into probabilities that sum to 1: eˢ / Σ eˢ along the row. {qn} gives " +
+          "{p} of its attention to {jn} (e^{score} / Σ over {n} keys = {mine}). " +
+          "This is the pattern the attention heatmap shows.", { qn, p: pct(att[j]), jn, score: fmt(H.masked[q][j]), n: q + 1, mine: fmt(mine) }),
         panels: [
-          panel("masked scores", H.masked, { ...TT, valueName: "scaled score", highlightRow: q, square: true }),
-          panel("attention = softmax", H.attention.map((r, i) => r.map((v, c) => (c > i ? null : v))), { ...TT, valueName: "attention", highlightRow: q, zmin: 0, zmax: 1, square: true }),
+          panel(t("masked scores"), H.masked, { ...TT, valueName: t("scaled score"), highlightRow: q, square: true }),
+          panel(t("attention = softmax"), H.attention.map((r, i) => r.map((v, c) => (c > i ? null : v))), { ...TT, valueName: t("attention"), highlightRow: q, zmin: 0, zmax: 1, square: true }),
         ],
       };
     }
     case "Z": {
       const mine = att.reduce((s, a, c) => s + a * H.v[c][0], 0);
       return {
-        text: `Z = attention · V: each token's output is a weighted average of the value vectors of the tokens it ` +
-          `attends to. Z[${q}] (${qn}) is mostly V[${j}] (${jn}, weight ${pct(att[j])}); its first number is ` +
-          `Σ A[${q}][k]·V[k][0] = ${fmt(mine)} (the model: ${fmt(H.z[q][0])}).`,
+        text: t("Z = attention · V: each token's output is a weighted average of the value vectors of the tokens it " +
+          "attends to. Z[{q}] ({qn}) is mostly V[{j}] ({jn}, weight {p}); its first number is " +
+          "Σ A[{q}][k]·V[k][0] = {mine} (the model: {model}).", { q, qn, j, jn, p: pct(att[j]), mine: fmt(mine), model: fmt(H.z[q][0]) }),
         panels: [
-          panel("attention", H.attention.map((r, i) => r.map((v, c) => (c > i ? null : v))), { ...TT, valueName: "attention", highlightRow: q, zmin: 0, zmax: 1, square: true }),
-          panel(`V  (${T} × ${dh})`, H.v, { ...tok, ...dims("v dim"), valueName: "v", highlightRow: j }),
-          panel(`Z  (${T} × ${dh})`, H.z, { ...tok, ...dims("z dim"), valueName: "z", highlightRow: q }),
+          panel(t("attention"), H.attention.map((r, i) => r.map((v, c) => (c > i ? null : v))), { ...TT, valueName: t("attention"), highlightRow: q, zmin: 0, zmax: 1, square: true }),
+          panel(`V  (${T} × ${dh})`, H.v, { ...tok, ...dims(t("{name} dim", { name: "v" })), valueName: "v", highlightRow: j }),
+          panel(`Z  (${T} × ${dh})`, H.z, { ...tok, ...dims(t("{name} dim", { name: "z" })), valueName: "z", highlightRow: q }),
         ],
       };
     }
@@ -184,13 +186,13 @@ function stepContent(n) {
       const nh = trace.n_heads;
       const mine = dot(H.z[q], col(H.wo, 0));
       return {
-        text: `All ${nh} heads' Z are put side by side (${nh} × ${dh} = ${nh * dh} numbers per token) and multiplied by ` +
-          `the output matrix Wo, plus a bias: that is the attention layer's output, added to the residual stream. ` +
-          `This head's part is Z·Wo_h, its ${dh} rows of Wo: for ${qn} it adds ${fmt(mine)} to output dim 0, ` +
-          `of a total ${fmt(H.out[q][0])}.`,
+        text: t("All {nh} heads' Z are put side by side ({nh} × {dh} = {n} numbers per token) and multiplied by " +
+          "the output matrix Wo, plus a bias: that is the attention layer's output, added to the residual stream. " +
+          "This head's part is Z·Wo_h, its {dh} rows of Wo: for {qn} it adds {mine} to output dim 0, " +
+          "of a total {total}.", { nh, dh, n: nh * dh, qn, mine: fmt(mine), total: fmt(H.out[q][0]) }),
         panels: [
-          panel(`Wo rows of head ${state.head}  (${dh} × ${D})`, H.wo, { rowName: "z dim", colName: "output dim", valueName: "w" }),
-          panel(`attention output  (${T} × ${D})`, H.out, { ...tok, ...dims("dim"), valueName: "out", highlightRow: q }),
+          panel(t("Wo rows of head {head}  ({dh} × {D})", { head: state.head, dh, D }), H.wo, { rowName: t("{name} dim", { name: "z" }), colName: t("output dim"), valueName: "w" }),
+          panel(t("attention output  ({T} × {D})", { T, D }), H.out, { ...tok, ...dims(t("dim")), valueName: "out", highlightRow: q }),
         ],
       };
     }
@@ -204,7 +206,7 @@ function plotPanel(div, p) {
   const cols = p.z[0].length;
   const trace = heatmapTrace(p.z, {
     rowLabels: p.rowLabels, colLabels: p.colLabels, rowName: p.rowName, colName: p.colName, valueName: p.valueName,
-    zmin: p.zmin, zmax: p.zmax, nullText: "masked (−∞)",
+    zmin: p.zmin, zmax: p.zmax, nullText: t("masked (−∞)"),
     signed: p.zmin === undefined, // all but the attention (0 to 1): inputs, weights, scores of either sign
   });
   trace.colorbar.thickness = 10;
@@ -227,7 +229,7 @@ function show() {
   const n = Math.min(Math.max(1, state.step | 0), STEPS.length);
   state.step = n;
   writeState(state);
-  $("step-label").textContent = `Step ${n} of ${STEPS.length}: ${STEPS[n - 1].title}`;
+  $("step-label").textContent = t("Step {n} of {total}: {title}", { n, total: STEPS.length, title: STEPS[n - 1].title });
   $("prev-step").disabled = n <= 1;
   $("next-step").disabled = n >= STEPS.length;
   document.querySelectorAll("#step-dots button").forEach((b, i) => b.classList.toggle("current", i + 1 === n));
@@ -260,7 +262,7 @@ function wire() {
     b.type = "button";
     b.textContent = String(i + 1);
     b.title = s.title;
-    b.setAttribute("aria-label", `Step ${i + 1}: ${s.title}`);
+    b.setAttribute("aria-label", t("Step {n}: {title}", { n: i + 1, title: s.title }));
     b.addEventListener("click", () => go(i + 1));
     li.append(b);
     dots.append(li);
@@ -268,10 +270,10 @@ function wire() {
   $("prev-step").addEventListener("click", () => go(state.step - 1));
   $("next-step").addEventListener("click", () => go(state.step + 1));
   keys({
-    left: { does: "previous step", run: () => go(state.step - 1) },
-    right: { does: "next step", run: () => go(state.step + 1) },
-    up: { does: "previous head", run: () => stepSelect($("head"), -1) },
-    down: { does: "next head", run: () => stepSelect($("head"), 1) },
+    left: { does: t("previous step"), run: () => go(state.step - 1) },
+    right: { does: t("next step"), run: () => go(state.step + 1) },
+    up: { does: t("previous head"), run: () => stepSelect($("head"), -1) },
+    down: { does: t("next head"), run: () => stepSelect($("head"), 1) },
   });
   onRunForm(() => {
     state.q = -1;

@@ -2,7 +2,7 @@
 // mark one with the arrow keys (layer, head) and press Enter.
 import {
   $, readState, writeState, latestOnly, runText, onRunForm, initModelSelect, decodeArray, toNested, sliceFirst,
-  baseLayout, reactWithClick, pageUrl, keys, SEQUENTIAL, MARK, DEFAULT_TEXT,
+  baseLayout, reactWithClick, pageUrl, keys, t, SEQUENTIAL, MARK, DEFAULT_TEXT,
 } from "./common.js";
 
 const state = readState({ text: DEFAULT_TEXT, model: "", layer: 0, head: 0 }); // layer, head: the marked one
@@ -30,7 +30,7 @@ function moveMark(dl, dh) {
   writeState(state);
   const link = $("open-head");
   link.href = openUrl();
-  link.textContent = `Open layer ${state.layer}, head ${state.head} →`;
+  link.textContent = t("Open layer {layer}, head {head} →", state);
   link.hidden = false;
   if (dl || dh) draw(grid);
 }
@@ -48,7 +48,10 @@ function draw(g) {
     annotations: [],
     hovermode: "closest",
   });
-  const pos = g.pooled ? "bin" : "token";
+  const hover = g.pooled // %{…} are Plotly's: the bin or token numbers and the value under the pointer
+    ? t("layer {layer}, head {head}<br>query bin %{y} → key bin %{x}<br>attention %{z:.3f}")
+    : t("layer {layer}, head {head}<br>query token %{y} → key token %{x}<br>attention %{z:.3f}");
+  const open = t("click to open");
   for (let l = 0; l < L; l++) {
     const layer = sliceFirst(all, l);
     for (let h = 0; h < H; h++) {
@@ -63,8 +66,8 @@ function draw(g) {
         zmin: 0,
         zmax: 1,
         showscale: n === 1,
-        colorbar: { thickness: 10, len: 0.5, outlinewidth: 0, title: { text: "attention", side: "right" } },
-        hovertemplate: `layer ${l}, head ${h}<br>query ${pos} %{y} → key ${pos} %{x}<br>attention %{z:.3f}<extra>click to open</extra>`,
+        colorbar: { thickness: 10, len: 0.5, outlinewidth: 0, title: { text: t("attention"), side: "right" } },
+        hovertemplate: `${hover.replace("{layer}", l).replace("{head}", h)}<extra>${open}</extra>`,
       });
       layout[`xaxis${n === 1 ? "" : n}`] = { showticklabels: false, ticks: "", showgrid: false, zeroline: false, constrain: "domain" };
       layout[`yaxis${n === 1 ? "" : n}`] = {
@@ -73,13 +76,13 @@ function draw(g) {
       };
       if (l === 0) {
         layout.annotations.push({
-          text: `head ${h}`, showarrow: false, xref: `x${n === 1 ? "" : n} domain`, yref: `y${n === 1 ? "" : n} domain`,
+          text: t("head {head}", { head: h }), showarrow: false, xref: `x${n === 1 ? "" : n} domain`, yref: `y${n === 1 ? "" : n} domain`,
           x: 0.5, y: 1.02, xanchor: "center", yanchor: "bottom", font: { size: 13 },
         });
       }
       if (h === 0) {
         layout.annotations.push({
-          text: `layer ${l}`, showarrow: false, xref: `x${n === 1 ? "" : n} domain`, yref: `y${n === 1 ? "" : n} domain`,
+          text: t("layer {layer}", { layer: l }), showarrow: false, xref: `x${n === 1 ? "" : n} domain`, yref: `y${n === 1 ? "" : n} domain`,
           x: -0.08, y: 0.5, xanchor: "right", yanchor: "middle", font: { size: 13 },
         });
       }
@@ -95,10 +98,9 @@ function draw(g) {
   const width = gd.clientWidth || 1000;
   const cell = Math.min(190, Math.max(60, (width - 120) / H));
   layout.height = Math.round(L * cell * 1.06 + 70);
-  $("grid-note").textContent =
-    `${L} layers × ${H} heads = ${L * H} heatmaps, each ${s}×${s}` +
-    (g.pooled ? " (the text is long, so each is averaged down to this size)" : " (one row and column per token)") +
-    ". Click a heatmap to open that head on its own, or mark one with the arrow keys and press Enter.";
+  $("grid-note").textContent = (g.pooled
+    ? t("{layers} layers × {heads} heads = {n} heatmaps, each {s}×{s} (the text is long, so each is averaged down to this size). Click a heatmap to open that head on its own, or mark one with the arrow keys and press Enter.", { layers: L, heads: H, n: L * H, s })
+    : t("{layers} layers × {heads} heads = {n} heatmaps, each {s}×{s} (one row and column per token). Click a heatmap to open that head on its own, or mark one with the arrow keys and press Enter.", { layers: L, heads: H, n: L * H, s }));
   return reactWithClick(gd, data, layout, (p) => {
     const H = gd.data.length && gd.layout.grid ? gd.layout.grid.columns : 1;
     const layer = Math.floor(p.curveNumber / H);
@@ -110,11 +112,11 @@ function draw(g) {
 $("text").value = state.text;
 onRunForm(run);
 keys({
-  left: { does: "mark the previous layer", run: () => moveMark(-1, 0) },
-  right: { does: "mark the next layer", run: () => moveMark(1, 0) },
-  up: { does: "mark the previous head", run: () => moveMark(0, -1) },
-  down: { does: "mark the next head", run: () => moveMark(0, 1) },
-  enter: { does: "open the marked head", run: () => { window.location.href = openUrl(); } },
+  left: { does: t("mark the previous layer"), run: () => moveMark(-1, 0) },
+  right: { does: t("mark the next layer"), run: () => moveMark(1, 0) },
+  up: { does: t("mark the previous head"), run: () => moveMark(0, -1) },
+  down: { does: t("mark the next head"), run: () => moveMark(0, 1) },
+  enter: { does: t("open the marked head"), run: () => { window.location.href = openUrl(); } },
 });
 $("model").addEventListener("change", run);
 initModelSelect(state).then(run);

@@ -1,6 +1,6 @@
 // /text/lens: logit lens as a table, rows = layers, columns = positions, cells shaded by probability.
 import {
-  $, readState, writeState, latestOnly, runText, onRunForm, initModelSelect, showToken, viridisCss, pct, DEFAULT_TEXT,
+  $, readState, writeState, latestOnly, runText, onRunForm, initModelSelect, showToken, viridisCss, pct, t, DEFAULT_TEXT,
 } from "./common.js";
 
 const state = readState({ text: DEFAULT_TEXT, model: "" });
@@ -28,33 +28,33 @@ function draw(r) {
 
   const thead = document.createElement("thead");
   const head = document.createElement("tr");
-  head.append(th("position →", "col"));
-  r.tokens.forEach((t, i) => head.append(th(`${i}·${showToken(t.text)}`, "col", `position ${i}: ${JSON.stringify(t.text)}`)));
+  head.append(th(t("position →"), "col"));
+  r.tokens.forEach((tok, i) => head.append(th(`${i}·${showToken(tok.text)}`, "col", t("position {i}: {token}", { i, token: JSON.stringify(tok.text) }))));
   const actual = document.createElement("tr");
   actual.className = "actual";
-  actual.append(th("actual next", "row", "the token that really follows in the text"));
+  actual.append(th(t("actual next"), "row", t("the token that really follows in the text")));
   r.tokens.forEach((_, i) => actual.append(th(i + 1 < T ? showToken(r.tokens[i + 1].text) : "?", "col")));
   thead.append(head, actual);
 
   const tbody = document.createElement("tbody");
   r.layers.forEach((name, l) => {
     const tr = document.createElement("tr");
-    tr.append(th(name === "embed" ? "embed" : `layer ${name}`, "row"));
+    tr.append(th(name === "embed" ? "embed" : t("layer {layer}", { layer: name }), "row"));
     r.top[l].forEach((cands, i) => {
       const td = document.createElement("td");
       const best = cands[0];
       const { background, color } = viridisCss(best.prob);
       td.style.background = background;
       td.style.color = color;
-      const t = document.createElement("span");
-      t.className = "t";
-      t.textContent = showToken(best.text);
+      const top = document.createElement("span");
+      top.className = "t";
+      top.textContent = showToken(best.text);
       const p = document.createElement("span");
       p.className = "p";
       p.textContent = pct(best.prob);
-      td.append(t, p);
-      td.title = `after ${name === "embed" ? "the embedding" : `layer ${name}`}, position ${i}:\n` +
-        cands.map((c, k) => `${k + 1}. ${JSON.stringify(c.text)}  ${pct(c.prob)}`).join("\n");
+      td.append(top, p);
+      const after = name === "embed" ? t("after the embedding, position {i}:", { i }) : t("after layer {layer}, position {i}:", { layer: name, i });
+      td.title = `${after}\n` + cands.map((c, k) => `${k + 1}. ${JSON.stringify(c.text)}  ${pct(c.prob)}`).join("\n");
       if (i + 1 < T && best.text === r.tokens[i + 1].text) td.classList.add("match");
       tr.append(td);
     });

@@ -2,7 +2,7 @@
 import {
   $, api, readState, writeState, guarded, latestOnly, runText, onRunForm, initModelSelect, textBody, fillLayerHead,
   onLayerHeadChange, renderChips, tokenLabels, showToken, autoGrow, wireToNested, heatmapTrace, labelAxis, baseLayout,
-  plot, reactWithClick, plotlyText, probabilityBars, pct, fmt, keys, stepSelect, DEFAULT_TEXT,
+  plot, reactWithClick, plotlyText, probabilityBars, pct, fmt, keys, stepSelect, t, DEFAULT_TEXT,
 } from "./common.js";
 
 const K = 10;
@@ -16,11 +16,12 @@ function temperature() {
 }
 
 async function run() {
-  await runText(state, seq, "/api/text/trace", async (t, my) => {
-    trace = t;
-    fillLayerHead(state, t);
-    $("token-count").textContent = `${t.tokens.length} token${t.tokens.length === 1 ? "" : "s"}`;
-    renderChips($("tokens"), t.tokens);
+  await runText(state, seq, "/api/text/trace", async (r, my) => {
+    trace = r;
+    fillLayerHead(state, r);
+    const n = r.tokens.length;
+    $("token-count").textContent = n === 1 ? t("1 token") : t("{n} tokens", { n });
+    renderChips($("tokens"), r.tokens);
     writeState(state);
     await Promise.all([loadNext(), loadAttention(my)]);
   });
@@ -43,10 +44,10 @@ async function loadAttention(my = seq.current()) {
   writeState(state);
   const labels = tokenLabels(a.tokens);
   const z = wireToNested(a.attention).map((row, i) => row.map((v, j) => (j > i ? null : v)));
-  const heat = heatmapTrace(z, { rowLabels: labels, colLabels: labels, rowName: "query", colName: "key", valueName: "attention", zmin: 0, zmax: 1 });
+  const heat = heatmapTrace(z, { rowLabels: labels, colLabels: labels, rowName: t("query"), colName: t("key"), valueName: t("attention"), zmin: 0, zmax: 1 });
   heat.colorbar.thickness = 10;
   const layout = baseLayout({
-    title: { text: `Layer ${state.layer}, head ${state.head}`, x: 0.03, font: { size: 14 } },
+    title: { text: t("Layer {layer}, head {head}", state), x: 0.03, font: { size: 14 } },
     xaxis: labelAxis(labels, { tickangle: -50 }),
     yaxis: labelAxis(labels, { autorange: "reversed" }),
     margin: { l: 90, r: 10, t: 36, b: 90 },
@@ -58,11 +59,11 @@ function drawNext(cands) {
   const labels = cands.map((c) => `“${showToken(c.text)}”`);
   const bars = probabilityBars(
     cands.map((c) => c.prob),
-    cands.map((c) => plotlyText(`${showToken(c.text)}: p = ${fmt(c.prob)}, logit ${fmt(c.logit)} — click to add`)),
+    cands.map((c) => plotlyText(t("{token}: p = {p}, logit {logit} — click to add", { token: showToken(c.text), p: fmt(c.prob), logit: fmt(c.logit) }))),
   );
   const maxP = Math.max(...cands.map((c) => c.prob), 0.01);
   const layout = baseLayout({
-    xaxis: { range: [0, Math.min(1.2, maxP * 1.3 + 0.02)], title: { text: `probability at temperature ${fmt(state.temperature)}` }, gridcolor: "#e4e7eb" },
+    xaxis: { range: [0, Math.min(1.2, maxP * 1.3 + 0.02)], title: { text: t("probability at temperature {temperature}", { temperature: fmt(state.temperature) }) }, gridcolor: "#e4e7eb" },
     yaxis: labelAxis(labels, { autorange: "reversed" }),
     margin: { l: 110, r: 30, t: 10, b: 50 },
     bargap: 0.2,
@@ -90,8 +91,8 @@ function drawNext(cands) {
     const add = document.createElement("button");
     add.type = "button";
     add.className = "add-token";
-    add.textContent = "add";
-    add.setAttribute("aria-label", `Add “${c.text}” to the text`);
+    add.textContent = t("add");
+    add.setAttribute("aria-label", t("Add “{token}” to the text", { token: c.text }));
     add.addEventListener("click", () => addToken(c.text));
     li.append(rank, tok, prob, add);
     list.append(li);
@@ -123,7 +124,7 @@ async function generate() {
     if (seq.isStale(my)) return;
     $("text").value = r.text;
     autoGrow($("text"));
-  }, "Generating…");
+  }, t("Generating…"));
   if ($("text").value !== state.text) await run();
 }
 
@@ -136,15 +137,15 @@ function wire() {
   $("temperature").addEventListener("input", () => {
     $("temperature-value").textContent = temperature().toFixed(2);
     clearTimeout(timer);
-    timer = setTimeout(() => guarded(loadNext, "Re-weighing…"), 120);
+    timer = setTimeout(() => guarded(loadNext, t("Re-weighing…")), 120);
   });
   $("generate").addEventListener("click", generate);
   onLayerHeadChange(state, loadAttention);
   keys({
-    left: { does: "take the last token off", run: dropToken },
-    right: { does: "generate one token", run: generate },
-    up: { does: "previous head (the attention)", run: () => stepSelect($("head"), -1) },
-    down: { does: "next head (the attention)", run: () => stepSelect($("head"), 1) },
+    left: { does: t("take the last token off"), run: dropToken },
+    right: { does: t("generate one token"), run: generate },
+    up: { does: t("previous head (the attention)"), run: () => stepSelect($("head"), -1) },
+    down: { does: t("next head (the attention)"), run: () => stepSelect($("head"), 1) },
   });
   $("model").addEventListener("change", run);
 }

@@ -10,6 +10,9 @@
 //
 // This script is included before the page's own script, so it runs first (module scripts run in
 // document order): `loaded` is the view the page was opened with, before the page rewrites its URL.
+// The language (`lang`) is each reader's own: a room shares the view, and every follower keeps theirs.
+
+import { LANG_KEY, t } from "./i18n.js";
 
 const KEY = "glassbox.room";
 const SEND_DELAY_MS = 100; // a burst of URL changes (a page filling in its defaults) becomes one send
@@ -27,10 +30,11 @@ const $ = (id) => document.getElementById(id);
  *   {role: "follower", code: string, following: boolean, version: number}} Stored
  */
 
-/** @returns {View} the view in a location, without our own `room` parameter */
+/** @returns {View} the view in a location, without our own `room` parameter nor the reader's language */
 function viewOf(loc) {
   const params = new URLSearchParams(loc.search);
   params.delete("room");
+  params.delete(LANG_KEY);
   return { path: loc.pathname, query: params.toString() };
 }
 
@@ -107,7 +111,7 @@ function showBar(...children) {
 }
 
 function showNotice(message) {
-  showBar(el("span", { class: "room-notice", text: message }), el("button", { type: "button", class: "room-button", text: "OK", onclick: () => showBar() }));
+  showBar(el("span", { class: "room-notice", text: message }), el("button", { type: "button", class: "room-button", text: t("OK"), onclick: () => showBar() }));
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -121,7 +125,7 @@ async function startRoom() {
   const r = await call("POST", "/api/rooms", viewOf(window.location));
   button.disabled = false;
   if (!r.ok) {
-    showNotice((r.payload && r.payload.detail) || "Could not start a room: the glassbox server did not answer.");
+    showNotice((r.payload && r.payload.detail) || t("Could not start a room: the glassbox server did not answer."));
     return;
   }
   store({ role: "presenter", code: r.payload.code, secret: r.payload.secret });
@@ -131,29 +135,29 @@ async function startRoom() {
 function present(code, secret, followers = 0) {
   const link = `${window.location.origin}/join/${code}`;
   const count = el("span", { class: "room-count", id: "room-count", "aria-live": "polite" });
-  const linkBox = el("input", { class: "room-link", id: "room-link", type: "text", readonly: "", "aria-label": "Link for students" });
+  const linkBox = el("input", { class: "room-link", id: "room-link", type: "text", readonly: "", "aria-label": t("Link for students") });
   linkBox.value = link;
   linkBox.addEventListener("focus", () => linkBox.select());
-  const copy = el("button", { type: "button", class: "room-button", text: "Copy link" });
+  const copy = el("button", { type: "button", class: "room-button", text: t("Copy link") });
   copy.addEventListener("click", async () => {
     linkBox.select();
     try {
       await navigator.clipboard.writeText(link);
-      copy.textContent = "Copied";
+      copy.textContent = t("Copied");
     } catch (e) {
-      copy.textContent = "Press Ctrl+C"; // the clipboard API needs https or localhost; the text is selected
+      copy.textContent = t("Press Ctrl+C"); // the clipboard API needs https or localhost; the text is selected
     }
-    setTimeout(() => { copy.textContent = "Copy link"; }, 2000);
+    setTimeout(() => { copy.textContent = t("Copy link"); }, 2000);
   });
   showBar(
-    el("span", { class: "room-role", text: "Presenting" }),
-    el("span", { text: "room" }),
+    el("span", { class: "room-role", text: t("Presenting") }),
+    el("span", { text: t("room") }),
     el("strong", { class: "room-code", id: "room-code", text: code }),
     el("span", { class: "room-sep", text: "·" }),
     linkBox,
     copy,
     count,
-    el("button", { type: "button", class: "room-button", id: "room-stop", text: "Stop presenting", onclick: stopRoom }),
+    el("button", { type: "button", class: "room-button", id: "room-stop", text: t("Stop presenting"), onclick: stopRoom }),
   );
   presenting = { code, secret, timer: null, firstPending: 0, sending: false, again: false, beat: null };
   setCount(followers);
@@ -174,12 +178,12 @@ async function keepAlive() {
   const r = await call("POST", `${roomPath(p.code)}/alive`, undefined, p.secret);
   if (presenting !== p) return;
   if (r.ok) setCount(r.payload.followers);
-  else if (r.status === 404 || r.status === 403) endPresenting(`Room ${p.code} has ended (it was idle too long, or the server restarted).`);
+  else if (r.status === 404 || r.status === 403) endPresenting(t("Room {code} has ended (it was idle too long, or the server restarted).", p));
 }
 
 function setCount(n) {
   const c = $("room-count");
-  if (c) c.textContent = `${n} following`;
+  if (c) c.textContent = t("{n} following", { n });
 }
 
 let watching = false;
@@ -226,7 +230,7 @@ async function sendView() {
     const r = await call("PUT", `${roomPath(p.code)}/state`, viewOf(window.location), p.secret);
     if (presenting !== p) return;
     if (r.ok) setCount(r.payload.followers);
-    else if (r.status === 404 || r.status === 403) endPresenting(`Room ${p.code} has ended (it was idle too long, or the server restarted).`);
+    else if (r.status === 404 || r.status === 403) endPresenting(t("Room {code} has ended (it was idle too long, or the server restarted).", p));
   } finally {
     p.sending = false;
     if (p.again && presenting === p) {
@@ -279,15 +283,15 @@ function connect(code) {
   });
   source.addEventListener("closed", () => {
     source.close();
-    leaveRoom(`Room ${code} has ended.`);
+    leaveRoom(t("Room {code} has ended.", { code }));
   });
   source.addEventListener("error", async () => {
     if (source.readyState !== EventSource.CLOSED || !following || following.source !== source) return;
     // Refused outright (not a dropped connection, which EventSource retries by itself): ask why.
     const r = await call("GET", roomPath(code));
-    if (r.status === 404) leaveRoom(`Room ${code} has ended.`);
+    if (r.status === 404) leaveRoom(t("Room {code} has ended.", { code }));
     else {
-      setFollowerNote(r.ok ? "the room is full; trying again…" : "the server did not answer; trying again…");
+      setFollowerNote(r.ok ? t("the room is full; trying again…") : t("the server did not answer; trying again…"));
       setTimeout(() => { if (following && following.source === source) connect(code); }, FULL_RETRY_MS);
     }
   });
@@ -307,6 +311,8 @@ function apply(room, s, reference, force) {
   if (!force && s.version === room.version) return;
   const url = new URL(s.path, window.location.origin);
   url.search = s.query;
+  const lang = new URLSearchParams(window.location.search).get(LANG_KEY);
+  if (lang) url.searchParams.set(LANG_KEY, lang); // the follower's language, not the presenter's
   if (url.origin !== window.location.origin) return; // the server allows its own pages only; be sure
   store({ ...room, version: s.version });
   following.leaving = true;
@@ -315,21 +321,21 @@ function apply(room, s, reference, force) {
 
 function renderFollower(room) {
   const toggle = el("button", { type: "button", class: "room-button", id: "room-toggle" });
-  const exit = el("button", { type: "button", class: "room-button", id: "room-exit", text: "Exit room", onclick: () => leaveRoom() });
+  const exit = el("button", { type: "button", class: "room-button", id: "room-exit", text: t("Exit room"), onclick: () => leaveRoom() });
   const role = el("span", { class: "room-role", id: "room-role" });
   const note = el("span", { class: "room-note", id: "room-note" });
   if (room.following) {
-    role.textContent = "Following";
-    toggle.textContent = "Leave";
-    toggle.title = "Explore on your own; the presenter's changes will not move this page";
+    role.textContent = t("Following");
+    toggle.textContent = t("Leave");
+    toggle.title = t("Explore on your own; the presenter's changes will not move this page");
     toggle.addEventListener("click", () => {
       store({ ...room, following: false });
       renderFollower(loadStored());
     });
   } else {
-    role.textContent = "Exploring on your own";
-    toggle.textContent = "Rejoin";
-    toggle.title = "Follow the presenter again";
+    role.textContent = t("Exploring on your own");
+    toggle.textContent = t("Rejoin");
+    toggle.title = t("Follow the presenter again");
     toggle.classList.add("primary");
     toggle.addEventListener("click", () => {
       const now = { ...room, following: true };
@@ -338,7 +344,7 @@ function renderFollower(room) {
       if (following && following.latest) apply(now, following.latest, viewOf(window.location), true);
     });
   }
-  showBar(role, el("span", { text: "room" }), el("strong", { class: "room-code", id: "room-code", text: room.code }), toggle, exit, note);
+  showBar(role, el("span", { text: t("room") }), el("strong", { class: "room-code", id: "room-code", text: room.code }), toggle, exit, note);
 }
 
 function setFollowerNote(text) {
@@ -362,8 +368,9 @@ function takeRoomParam() {
   const params = new URLSearchParams(window.location.search);
   const code = (params.get("room") || "").trim().toUpperCase();
   if (params.has("room")) {
-    const view = viewOf(window.location);
-    window.history.replaceState(window.history.state, "", `${view.path}${view.query ? `?${view.query}` : ""}${window.location.hash}`);
+    params.delete("room");
+    const q = params.toString();
+    window.history.replaceState(window.history.state, "", `${window.location.pathname}${q ? `?${q}` : ""}${window.location.hash}`);
   }
   return { code, view: viewOf(window.location) };
 }

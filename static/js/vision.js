@@ -3,7 +3,7 @@
 // labels reach the DOM through textContent only; in Plotly they go through plotlyText.
 
 import {
-  $, api, ApiError, guarded, readState, writeState, latestOnly, baseLayout, plot, plotlyText, fmt, SEQUENTIAL, MARK, setTraceExport,
+  $, api, ApiError, guarded, readState, writeState, latestOnly, baseLayout, plot, plotlyText, fmt, SEQUENTIAL, MARK, setTraceExport, t,
 } from "./common.js";
 
 /**
@@ -42,7 +42,7 @@ async function uploadFile(file, model) {
       body: file,
     });
   } catch (e) {
-    throw new ApiError(0, "network", "Could not reach the glassbox server (or the upload was refused on the way).");
+    throw new ApiError(0, "network", t("Could not reach the glassbox server (or the upload was refused on the way)."));
   }
   let payload = null;
   try {
@@ -50,7 +50,7 @@ async function uploadFile(file, model) {
   } catch (e) {
     payload = null;
   }
-  if (!res.ok) throw new ApiError(res.status, payload && payload.error, (payload && payload.detail) || `The server answered ${res.status}.`);
+  if (!res.ok) throw new ApiError(res.status, payload && payload.error, (payload && payload.detail) || t("The server answered {status}.", { status: res.status }));
   uploadNames.set(payload.image, payload.name);
   return payload;
 }
@@ -66,12 +66,12 @@ export async function initPicker(state, onTrace) {
   async function show(getTrace) {
     const my = seq.start();
     await guarded(async () => {
-      const t = await getTrace();
+      const vt = await getTrace();
       if (seq.isStale(my)) return;
-      state.image = t.image;
-      markPicture(sel, t);
+      state.image = vt.image;
+      markPicture(sel, vt);
       writeState(state);
-      await onTrace(t);
+      await onTrace(vt);
       setTraceExport("/api/vision/export", visionBody(state));
     });
   }
@@ -84,10 +84,11 @@ export async function initPicker(state, onTrace) {
     items = [];
   }
   sel.replaceChildren();
+  const kinds = { scene: t("scene"), photo: t("photo") };
   for (const it of items) {
     const o = document.createElement("option");
     o.value = it.id;
-    o.textContent = `${it.caption} (${it.kind})`;
+    o.textContent = `${it.caption} (${kinds[it.kind] || it.kind})`;
     sel.append(o);
   }
   sel.addEventListener("change", () => show(() => api("/api/vision/trace", visionBody({ ...state, image: sel.value }))));
@@ -103,24 +104,25 @@ export async function initPicker(state, onTrace) {
 }
 
 /** The picture's name and size under the picker; an upload gets its own entry in the select. */
-function markPicture(sel, t) {
-  const name = uploadNames.get(t.image) || t.name;
+function markPicture(sel, vt) {
+  const name = uploadNames.get(vt.image) || vt.name;
   $("picture-name").textContent = name;
-  const o = t.original || {};
-  $("picture-info").textContent =
-    `(${o.format || "?"} ${o.width || "?"} × ${o.height || "?"}, read by ${t.model} at ${t.image_size[1]} × ${t.image_size[0]} px, ` +
-    `${t.grid[0]} × ${t.grid[1]} patches of ${t.patch_size[0]} px)`;
-  let opt = [...sel.options].find((x) => x.value === t.image);
+  const o = vt.original || {};
+  $("picture-info").textContent = t("({format} {width} × {height}, read by {model} at {w} × {h} px, {rows} × {cols} patches of {patch} px)", {
+    format: o.format || "?", width: o.width || "?", height: o.height || "?", model: vt.model, w: vt.image_size[1],
+    h: vt.image_size[0], rows: vt.grid[0], cols: vt.grid[1], patch: vt.patch_size[0],
+  });
+  let opt = [...sel.options].find((x) => x.value === vt.image);
   if (!opt) {
     [...sel.options].filter((x) => x.dataset.upload).forEach((x) => x.remove());
     opt = document.createElement("option");
-    opt.value = t.image;
+    opt.value = vt.image;
     opt.dataset.upload = "1";
     sel.prepend(opt);
   }
   // Set each time: the same picture uploaded again under another file name keeps its id.
-  if (opt.dataset.upload) opt.textContent = `Your upload: ${name}`;
-  sel.value = t.image;
+  if (opt.dataset.upload) opt.textContent = t("Your upload: {name}", { name });
+  sel.value = vt.image;
 }
 
 async function initVisionModel(state) {
@@ -135,7 +137,7 @@ async function initVisionModel(state) {
   for (const m of models) {
     const o = document.createElement("option");
     o.value = m.name;
-    o.textContent = `${m.name} (${m.n_layers} layers × ${m.n_heads} heads)`;
+    o.textContent = t("{name} ({layers} layers × {heads} heads)", { name: m.name, layers: m.n_layers, heads: m.n_heads });
     sel.append(o);
   }
   if (state.model && models.some((m) => m.name === state.model)) sel.value = state.model;
@@ -147,9 +149,9 @@ async function initVisionModel(state) {
 // Patches
 
 /** "patch 12 (row 1, col 4)" */
-export function patchName(t, i) {
-  const cols = t.grid[1];
-  return `patch ${i} (row ${Math.floor(i / cols)}, col ${i % cols})`;
+export function patchName(vt, i) {
+  const cols = vt.grid[1];
+  return t("patch {i} (row {row}, col {col})", { i, row: Math.floor(i / cols), col: i % cols });
 }
 
 /** Token index (0 = CLS, 1 + i = patch i) as words. */
@@ -197,16 +199,16 @@ const CLEAR = [[0, "rgba(0,0,0,0)"], [1, "rgba(0,0,0,0)"]];
  * Every patch is hoverable and clickable (an invisible heatmap when there is no heat).
  * `selected`: a patch index to outline. Returns [data, layout].
  */
-export function pictureFigure(t, { heat = null, opacity = 0.6, selected = -1, valueName = "value", zmax, title = "" } = {}) {
-  const [H, W] = t.image_size;
-  const [ph, pw] = t.patch_size;
-  const [rows, cols] = t.grid;
+export function pictureFigure(vt, { heat = null, opacity = 0.6, selected = -1, valueName = t("value"), zmax, title = "" } = {}) {
+  const [H, W] = vt.image_size;
+  const [ph, pw] = vt.patch_size;
+  const [rows, cols] = vt.grid;
   const xs = Array.from({ length: cols }, (_, c) => (c + 0.5) * pw);
   const ys = Array.from({ length: rows }, (_, r) => (r + 0.5) * ph);
   const z = heat || Array.from({ length: rows }, (_, r) => Array.from({ length: cols }, (_, c) => r * cols + c));
   const text = z.map((row, r) =>
     row.map((v, c) => {
-      const name = patchName(t, r * cols + c);
+      const name = patchName(vt, r * cols + c);
       return heat ? `${name}<br>${plotlyText(valueName)}: ${fmt(v)}` : name;
     }),
   );
@@ -228,7 +230,7 @@ export function pictureFigure(t, { heat = null, opacity = 0.6, selected = -1, va
     margin: { l: 10, r: 10, t: title ? 40 : 10, b: 10 },
     xaxis: { range: [0, W], visible: false, constrain: "domain" },
     yaxis: { range: [H, 0], visible: false, scaleanchor: "x", constrain: "domain" },
-    images: [{ source: t.image_url, xref: "x", yref: "y", x: 0, y: 0, sizex: W, sizey: H, sizing: "stretch", layer: "below" }],
+    images: [{ source: vt.image_url, xref: "x", yref: "y", x: 0, y: 0, sizex: W, sizey: H, sizing: "stretch", layer: "below" }],
     shapes,
     plot_bgcolor: "rgba(0,0,0,0)",
   });

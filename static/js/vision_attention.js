@@ -2,7 +2,7 @@
 // drawn over the picture, with the raw [1+P, 1+P] matrix beside it.
 import {
   $, api, writeState, latestOnly, guarded, fillSelect, decodeArray, toNested, heatmapTrace, labelAxis, baseLayout, reactWithClick, pct,
-  keys, layerHeadKeys, MARK,
+  keys, layerHeadKeys, t, MARK,
 } from "./common.js";
 import { visionState, visionBody, initPicker, pictureFigure, drawPicture, toGrid, tokenName, fillFrom } from "./vision.js";
 
@@ -18,7 +18,7 @@ function fillHeads(n) {
     sel.replaceChildren();
     const mean = document.createElement("option");
     mean.value = "-1";
-    mean.textContent = "mean of heads";
+    mean.textContent = t("mean of heads");
     sel.append(mean);
     for (let h = 0; h < n; h++) {
       const o = document.createElement("option");
@@ -31,11 +31,11 @@ function fillHeads(n) {
   sel.value = String(state.head);
 }
 
-async function onTrace(t) {
-  trace = t;
-  state.layer = fillSelect($("layer"), t.n_layers, state.layer);
-  fillHeads(t.n_heads);
-  state.from = fillFrom(t, state.from);
+async function onTrace(vt) {
+  trace = vt;
+  state.layer = fillSelect($("layer"), vt.n_layers, state.layer);
+  fillHeads(vt.n_heads);
+  state.from = fillFrom(vt, state.from);
   await loadMatrix();
 }
 
@@ -56,15 +56,15 @@ function row(token) {
 }
 
 function draw() {
-  const t = trace;
+  const vt = trace;
   const r = row(state.from);
   const patches = r.slice(1);
-  const who = tokenName(t, state.from);
-  const which = state.head >= 0 ? `layer ${state.layer}, head ${state.head}` : `layer ${state.layer}, mean of ${t.n_heads} heads`;
-  $("overlay-caption").textContent =
-    `Attention from ${who}, ${which}. It keeps ${pct(r[0])} on CLS (not drawn on the picture); the colour scale runs to the largest patch.`;
-  const fig = pictureFigure(t, {
-    heat: toGrid(t, patches), opacity: state.opacity, selected: state.from - 1, valueName: "attention",
+  const who = tokenName(vt, state.from);
+  const which = state.head >= 0 ? t("layer {layer}, head {head}", state) : t("layer {layer}, mean of {n} heads", { layer: state.layer, n: vt.n_heads });
+  $("overlay-caption").textContent = t("Attention from {who}, {which}. It keeps {p} on CLS (not drawn on the picture); the colour scale runs to the largest patch.",
+    { who, which, p: pct(r[0]) });
+  const fig = pictureFigure(vt, {
+    heat: toGrid(vt, patches), opacity: state.opacity, selected: state.from - 1, valueName: t("attention"),
     zmax: Math.max(1e-6, ...patches),
   });
   drawPicture($("image"), fig, { onClick: (i) => selectFrom(i + 1), trace: () => trace });
@@ -72,17 +72,16 @@ function draw() {
 }
 
 function drawMatrix() {
-  const t = trace;
   const N = matrix.shape[0];
   const labels = Array.from({ length: N }, (_, i) => (i === 0 ? "CLS" : `p${i - 1}`));
   const heat = heatmapTrace(toNested(matrix), {
-    rowLabels: labels, colLabels: labels, rowName: "from", colName: "to", valueName: "attention", zmin: 0,
+    rowLabels: labels, colLabels: labels, rowName: t("from"), colName: t("to"), valueName: t("attention"), zmin: 0,
   });
   const every = Math.max(1, Math.ceil(N / 24)); // a readable number of ticks for 65 or 197 tokens
   const ticks = labels.map((l, i) => (i % every === 0 ? l : ""));
   const layout = baseLayout({
-    xaxis: labelAxis(ticks, { title: { text: "key: the token looked at" }, tickangle: -60 }),
-    yaxis: labelAxis(ticks, { title: { text: "query: the token looking" }, autorange: "reversed" }),
+    xaxis: labelAxis(ticks, { title: { text: t("key: the token looked at") }, tickangle: -60 }),
+    yaxis: labelAxis(ticks, { title: { text: t("query: the token looking") }, autorange: "reversed" }),
     margin: { l: 70, r: 10, t: 10, b: 70 },
     shapes: [{ type: "rect", x0: -0.5, x1: N - 0.5, y0: state.from - 0.5, y1: state.from + 0.5, line: { color: MARK, width: 2 } }],
   });

@@ -18,6 +18,8 @@ The graph, as GET /api/{family}/architecture sends it (schemas.ArchitectureOut):
 from __future__ import annotations
 
 import dataclasses
+import re
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from urllib.parse import urlencode
 
@@ -26,6 +28,7 @@ from torch import nn
 from app.capture import diffusion as diffusion_capture
 from app.capture import text as text_capture
 from app.capture import vision as vision_capture
+from app.i18n import N_
 
 
 @dataclass
@@ -68,8 +71,75 @@ class Graph:
     def node(self, id: str) -> Node:
         return next(n for n in self.nodes if n.id == id)
 
-    def to_dict(self) -> dict:
-        return dataclasses.asdict(self)
+    def to_dict(self, tr: Callable[[str], str] | None = None) -> dict:
+        """The graph as JSON; with a gettext `tr`, its words in that language (module paths, hook
+        names, shapes and config values stay as they are: they are the model's own names)."""
+        d = dataclasses.asdict(self)
+        if tr is None:
+            return d
+        d["config"] = {say(tr, k): say(tr, v) for k, v in d["config"].items()}
+        for n in d["nodes"]:
+            n["label"] = say(tr, n["label"])
+            n["facts"] = {say(tr, k): say(tr, v) for k, v in n["facts"].items()}
+            n["shapes"] = {say(tr, k): v for k, v in n["shapes"].items()}
+        for e in d["edges"]:
+            e["label"] = say(tr, e["label"])
+        return d
+
+
+_NUMBER = re.compile(r"\d+")
+
+
+def template(text: str) -> str:
+    """The catalogue's form of a map word: its numbers as {0}, {1}… ("Block 3" -> "Block {0}")."""
+    count = iter(range(100))
+    return _NUMBER.sub(lambda _: "{%d}" % next(count), text)
+
+
+def say(tr: Callable[[str], str], value):
+    """A map word in tr's language: looked up with its numbers as placeholders, then filled in again.
+    Anything the catalogue does not hold (a config value such as "gelu") is returned as it is."""
+    if not isinstance(value, str) or not value:
+        return value
+    said = tr(value)
+    if said != value:
+        return said
+    form = template(value)
+    said = tr(form)
+    return value if said == form else said.format(*_NUMBER.findall(value))
+
+
+# The map's words, for the catalogue (python -m app.i18n update extracts N_ strings): nodes are built
+# in English and translated when served (to_dict(tr)); numbers in them are {0}, {1}… here.
+MESSAGES = (
+    # blocks
+    N_("Block {0}"), N_("CLS token"), N_("Causal self-attention"), N_("Class probabilities"),
+    N_("Classifier (reads CLS)"), N_("Classifier-free guidance"), N_("Cross-attention"), N_("Down block {0}"),
+    N_("Downsample ×½"), N_("Embeddings"), N_("Fast preview (linear latent → RGB)"), N_("Feed-forward"),
+    N_("Final LayerNorm"), N_("Image"), N_("Latent x_t (pure noise at the start)"), N_("Layer {0}"),
+    N_("LayerNorm after"), N_("LayerNorm before"), N_("LayerNorm {0}"), N_("MLP"), N_("Mid block"),
+    N_("Next-token probabilities"), N_("Patch embedding"), N_("Position embedding"), N_("Position embeddings"),
+    N_("Prompt"), N_("ResBlock"), N_("Scheduler"), N_("Self-attention"), N_("Spatial transformer"),
+    N_("Text encoder (CLIP)"), N_("Timestep embedding"), N_("Token + position embedding"), N_("Token embedding"),
+    N_("Token ids"), N_("Tokenizer (CLIP BPE)"), N_("UNet (predicts the noise)"), N_("Unembedding (lm_head)"),
+    N_("Up block {0}"), N_("Upsample ×{0}"), N_("VAE (autoencoder)"), N_("VAE decoder"), N_("VAE encoder"),
+    N_("quant_conv (mean, log σ²)"), N_("conv_in"), N_("conv_norm_out"), N_("conv_out"), N_("post_quant_conv"),
+    # facts and config
+    N_("K, V"), N_("ε"), N_("class"), N_("ResBlocks"), N_("activation"), N_("adds"), N_("beta schedule"), N_("blocks"), N_("channels"),
+    N_("classes"), N_("context"), N_("cross-attention layers"), N_("d_ff"), N_("d_head"), N_("d_mlp"),
+    N_("d_model"), N_("grid"), N_("heads"), N_("into"), N_("layers"), N_("max tokens"), N_("patch"),
+    N_("positions"), N_("predicts"), N_("recorded"), N_("resample"), N_("residual"), N_("scaling factor"),
+    N_("self-attention"), N_("tokens"), N_("train timesteps"), N_("vocab"), N_("UNet channels"), N_("image"),
+    N_("latent"), N_("patches"), N_("text d_model"),
+    N_("every ResBlock"), N_("from the prompt"), N_("on request"), N_("the timestep embedding"),
+    N_("x + attn(ln_{0}(x)), then + mlp(ln_{1}(x))"), N_("x + attn(norm(x)), then + mlp(norm(x))"),
+    N_("{0} CLS + {1} × {2} patches"),
+    # shapes
+    N_("in"), N_("out"), N_("weight"), N_("hidden"), N_("q, k, v"), N_("pattern"), N_("Q from"), N_("K, V from"),
+    N_("value"),
+    # edges
+    N_("next step"), N_("skip"),
+)
 
 
 def count(module: nn.Module) -> int:
@@ -515,8 +585,8 @@ def diffusion_graph(dm) -> Graph:
     sc = pipe.scheduler.config
     guide = b.add(Node("guidance", "op", "Classifier-free guidance", shapes={"out": [lc, s, s]},
                        facts={"ε": "ε_uncond + g · (ε_cond − ε_uncond)"}, link=generate), new_row=True)
-    sched = b.add(Node("scheduler", "scheduler", f"Scheduler ({type(pipe.scheduler).__name__})", shapes={"out": [lc, s, s]},
-                       facts={"train timesteps": sc.num_train_timesteps, "beta schedule": sc.beta_schedule,
+    sched = b.add(Node("scheduler", "scheduler", "Scheduler", shapes={"out": [lc, s, s]},
+                       facts={"class": type(pipe.scheduler).__name__, "train timesteps": sc.num_train_timesteps, "beta schedule": sc.beta_schedule,
                               "predicts": sc.get("prediction_type", "epsilon")}, link=forward))
     prev = b.add(Node("preview", "op", "Fast preview (linear latent → RGB)", shapes={"out": [s, s, 3]}, link=generate))
     b.chain([conv_out.id, guide.id, sched.id])

@@ -307,3 +307,34 @@ def test_sd_every_capture_point_is_on_one_node(dm):
     assert set(architecture.STEP_ARRAYS) == step_arrays
     assert node_with_hook(g, "model_input").name == "unet.conv_in"
     assert node_with_hook(g, "noise_cond").name == "unet.conv_out"
+
+
+# --- the map's words in the page's language ------------------------------------------------------
+
+
+@pytest.mark.parametrize("family", ["text", "vision", "diffusion"])
+def test_the_maps_words_are_in_the_catalogue_and_served_in_spanish(sd_client, family):
+    """Every label, fact name, edge label and config name of the map is a catalogue entry (its numbers
+    as {0}, {1}…), and ?lang=es serves each one as the catalogue translates it; the structure is the same."""
+    from app import architecture as arch
+    from app.i18n import gettext_for, read_catalog
+
+    ids = {m.id for m in read_catalog("es") if m.id}
+    en = sd_client.get(f"/api/{family}/architecture", params={"lang": "en"}).json()
+    es = sd_client.get(f"/api/{family}/architecture", params={"lang": "es"}).json()
+    tr = gettext_for("es")
+    assert [n["id"] for n in en["nodes"]] == [n["id"] for n in es["nodes"]] and en["rows"] == es["rows"]
+    words = [k for k in en["config"]]
+    for a, b in zip(en["nodes"], es["nodes"]):
+        words += [a["label"], *a["facts"]]
+        assert b["label"] == arch.say(tr, a["label"])
+        assert list(b["facts"]) == [arch.say(tr, k) for k in a["facts"]]
+        assert list(b["shapes"]) == [arch.say(tr, k) for k in a["shapes"]]
+        words += list(a["shapes"])
+        assert list(a["shapes"].values()) == list(b["shapes"].values())  # the sizes themselves stay
+        assert (a["hooks"], a["name"], a["link"]) == (b["hooks"], b["name"], b["link"])
+    words += [e["label"] for e in en["edges"] if e["label"]]
+    missing = sorted({arch.template(w) for w in words} - ids)
+    assert not missing, f"map words not in the catalogue: {missing}"
+    changed = sum(a["label"] != b["label"] for a, b in zip(en["nodes"], es["nodes"]))
+    assert changed > len(en["nodes"]) // 2  # most labels really change language

@@ -6,6 +6,7 @@
 // details beside the map. The edges are one SVG drawn over the boxes and drawn again whenever the
 // layout changes size. Module paths and labels reach the DOM through textContent only.
 import { $, api, writeState, guarded, pageUrl, t } from "./common.js";
+import { LANG } from "./i18n.js";
 
 /**
  * @typedef {{id: string, kind: string, label: string, name: ?string, parent: ?string, layer: ?number,
@@ -47,6 +48,12 @@ function el(tag, className, text) {
   const e = document.createElement(tag);
   if (className) e.className = className;
   if (text !== undefined) e.textContent = text;
+  return e;
+}
+
+/** Mark an element as notation, not words: translate="no" (browsers' translators and our tests skip it). */
+function notation(e) {
+  e.setAttribute("translate", "no");
   return e;
 }
 
@@ -112,15 +119,16 @@ function nodeEl(n) {
   title.append(el("span", "arch-label", n.label));
   if (n.params) title.append(el("span", "arch-params", n.tied ? t("{n} (shared)", { n: human(n.params) }) : human(n.params)));
   head.append(title);
-  if (n.kind === "cross_attention") head.append(el("span", "arch-kv", "K, V ← prompt"));
+  if (n.kind === "cross_attention") head.append(el("span", "arch-kv", t("K, V ← prompt")));
   const facts = Object.entries(n.facts).filter(([k]) => k !== "residual" && k !== "K, V");
-  if (facts.length) head.append(el("div", "arch-facts", facts.map(([k, v]) => `${k} ${v}`).join(" · ")));
+  // Facts, shapes and hook tags are notation and numbers (their words come translated from the API).
+  if (facts.length) head.append(notation(el("div", "arch-facts", facts.map(([k, v]) => `${k} ${v}`).join(" · "))));
   const shapes = Object.entries(n.shapes);
-  if (shapes.length) head.append(el("div", "arch-shapes", shapes.map(([k, s]) => `${k} ${shapeText(s)}`).join("  ")));
+  if (shapes.length) head.append(notation(el("div", "arch-shapes", shapes.map(([k, s]) => `${k} ${shapeText(s)}`).join("  "))));
   if (n.hooks.length) {
     const tags = el("div", "arch-hooks");
     for (const h of n.hooks) {
-      const tag = el("span", "arch-hook", `◆ ${hookTag(h)}`);
+      const tag = notation(el("span", "arch-hook", `◆ ${hookTag(h)}`));
       tag.title = h;
       tags.append(tag);
     }
@@ -332,8 +340,10 @@ async function initModel() {
 }
 
 function load() {
-  const query = state.model ? `?${new URLSearchParams({ model: state.model })}` : "";
-  return guarded(async () => draw(await api(`/api/${family}/architecture${query}`)), t("Reading the model…"));
+  // The map's words come from the server, in this page's language.
+  const query = new URLSearchParams({ lang: LANG });
+  if (state.model) query.set("model", state.model);
+  return guarded(async () => draw(await api(`/api/${family}/architecture?${query}`)), t("Reading the model…"));
 }
 
 /** The details panel sticks just below the top bar, whose height changes with the width and the theme. */

@@ -134,6 +134,9 @@ def test_vit_page_in_spanish(page):
     expect(page.locator("h1")).to_have_text(es("Patches and embeddings"))
     expect(page.locator("label[for=gallery] span")).to_have_text(es("Gallery"))
     expect(page.locator("label[for=patch] span")).to_have_text(es("Patch"))
+    # a sample photo's caption is interface (a scene's is the model's input text, kept)
+    photo = es("scikit-image sample photo “{name}”").split("{name}")[0]
+    expect(page.locator("#gallery option", has_text=photo).first).to_be_attached()
     info = es("({format} {width} × {height}, read by {model} at {w} × {h} px, {rows} × {cols} patches of {patch} px)")
     expect(page.locator("#picture-info")).to_contain_text(info.split("{height}")[1].split("{model}")[0])
     url = "/vision/patches?" + urlencode({"image": "scene-1", "patch": 9})

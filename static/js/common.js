@@ -198,6 +198,12 @@ export function pageUrl(path, state) {
 const $ = (id) => document.getElementById(id);
 export { $ };
 
+/** A gallery picture's caption in the page's language: a scene's caption is the model's input
+ * text (data, kept as it is); a sample photo's is interface. */
+export function pictureCaption(it) {
+  return it.kind === "photo" ? t("scikit-image sample photo “{name}”", { name: it.name }) : it.caption;
+}
+
 export function showError(message) {
   const box = $("error");
   if (!box) return;

@@ -5,7 +5,7 @@
 // shared link and a presenter room (which follows URLs) land on the same step. Every text reaches
 // the DOM through textContent or value only.
 
-import { $, api, ApiError, LESSON_KEYS, LANG, t } from "./common.js";
+import { $, api, ApiError, LESSON_KEYS, LANG, t, pictureCaption } from "./common.js";
 import { withLang } from "./i18n.js";
 
 /**
@@ -53,7 +53,7 @@ async function fillPictures(sel, current) {
   for (const it of items) {
     const o = document.createElement("option");
     o.value = it.id;
-    o.textContent = `${it.caption} (${kinds[it.kind] || it.kind})`;
+    o.textContent = `${pictureCaption(it)} (${kinds[it.kind] || it.kind})`;
     sel.append(o);
   }
   sel.value = current;

@@ -3,7 +3,7 @@
 // labels reach the DOM through textContent only; in Plotly they go through plotlyText.
 
 import {
-  $, api, ApiError, guarded, readState, writeState, latestOnly, baseLayout, plot, plotlyText, fmt, SEQUENTIAL, MARK, setTraceExport, t,
+  $, api, ApiError, guarded, readState, writeState, latestOnly, baseLayout, plot, plotlyText, fmt, SEQUENTIAL, MARK, setTraceExport, t, pictureCaption,
 } from "./common.js";
 
 /**
@@ -29,6 +29,8 @@ export function visionBody(state, extra = {}) {
 
 // Upload id -> the file name this page sent it under: the server keeps no one's name with a shared trace.
 const uploadNames = new Map();
+// Gallery id -> its caption in the page's language (the trace names a photo in English).
+const captions = new Map();
 
 /** POST a file's bytes as the raw body; errors become ApiError with the server's reason (413, 415). */
 async function uploadFile(file, model) {
@@ -88,7 +90,8 @@ export async function initPicker(state, onTrace) {
   for (const it of items) {
     const o = document.createElement("option");
     o.value = it.id;
-    o.textContent = `${it.caption} (${kinds[it.kind] || it.kind})`;
+    o.textContent = `${pictureCaption(it)} (${kinds[it.kind] || it.kind})`;
+    captions.set(it.id, pictureCaption(it));
     sel.append(o);
   }
   sel.addEventListener("change", () => show(() => api("/api/vision/trace", visionBody({ ...state, image: sel.value }))));
@@ -105,7 +108,7 @@ export async function initPicker(state, onTrace) {
 
 /** The picture's name and size under the picker; an upload gets its own entry in the select. */
 function markPicture(sel, vt) {
-  const name = uploadNames.get(vt.image) || vt.name;
+  const name = uploadNames.get(vt.image) || captions.get(vt.image) || vt.name;
   $("picture-name").textContent = name;
   const o = vt.original || {};
   $("picture-info").textContent = t("({format} {width} × {height}, read by {model} at {w} × {h} px, {rows} × {cols} patches of {patch} px)", {

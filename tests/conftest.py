@@ -133,6 +133,18 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+def wait_healthy(base: str, seconds: float, proc: subprocess.Popen | None = None) -> bool:
+    """Poll /healthz until it answers 200 (True), the time is up or proc has exited (False)."""
+    deadline = time.time() + seconds
+    while time.time() < deadline and (proc is None or proc.poll() is None):
+        try:
+            if httpx.get(base + "/healthz", timeout=1).status_code == 200:
+                return True
+        except httpx.HTTPError:
+            time.sleep(0.2)
+    return False
+
+
 @contextmanager
 def thread_server(settings: Settings):
     """The app served by uvicorn in a thread of this process: real HTTP (a stream can be left
@@ -144,14 +156,7 @@ def thread_server(settings: Settings):
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()
     base = f"http://127.0.0.1:{port}"
-    deadline = time.time() + 120
-    while time.time() < deadline:
-        try:
-            if httpx.get(base + "/healthz", timeout=1).status_code == 200:
-                break
-        except httpx.HTTPError:
-            time.sleep(0.2)
-    else:
+    if not wait_healthy(base, 120):
         server.should_exit = True
         raise RuntimeError("in-process server did not start")
     try:
@@ -168,18 +173,9 @@ def live_server(sd_dir):
     env = {**os.environ, "GLASSBOX_PORT": str(port), "GLASSBOX_GPT2": str(SHIPPED_GPT2), "GLASSBOX_SD": str(sd_dir)}
     proc = subprocess.Popen([sys.executable, "-m", "app", "serve"], cwd=ROOT, env=env)
     base = f"http://127.0.0.1:{port}"
-    deadline = time.time() + 90
-    while time.time() < deadline:
-        if proc.poll() is not None:
-            raise RuntimeError(f"server exited with {proc.returncode}")
-        try:
-            if httpx.get(base + "/healthz", timeout=1).status_code == 200:
-                break
-        except httpx.HTTPError:
-            time.sleep(0.3)
-    else:
+    if not wait_healthy(base, 90, proc):
         proc.kill()
-        raise RuntimeError("server did not start within 90 s")
+        raise RuntimeError(f"server did not start within 90 s (exit code {proc.poll()})")
     yield base
     proc.terminate()
     try:

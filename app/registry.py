@@ -133,13 +133,16 @@ def _name_and_card(name_or_path: str, path: Path, local: bool) -> tuple[str, Pat
 
 
 def load_gpt2(name_or_path: str) -> TextModel:
-    """Any GPT2LMHeadModel checkpoint. Eager attention, because the fused (SDPA) kernels return
-    no attention weights and capture needs them exactly as the model computes them."""
+    """Any GPT2LMHeadModel checkpoint. Its attention is GPT-2's eager attention (the fused SDPA
+    kernels return no attention weights; capture needs them exactly as the model computes them),
+    registered as glassbox's recording attention (app.capture.hooks)."""
     from transformers import AutoTokenizer, GPT2LMHeadModel
+
+    from app.capture.text import ATTENTION
 
     path, local = _locate(name_or_path, ["config.json", "model.safetensors"])
     try:
-        model = GPT2LMHeadModel.from_pretrained(name_or_path, attn_implementation="eager", use_safetensors=True)
+        model = GPT2LMHeadModel.from_pretrained(name_or_path, attn_implementation=ATTENTION, use_safetensors=True)
         tokenizer = AutoTokenizer.from_pretrained(name_or_path)
     except Exception as e:  # noqa: BLE001 - a corrupt file raises anything (SafetensorError, KeyError...)
         raise ModelLoadError(f"could not load GPT-2 model {name_or_path!r}: {str(e).splitlines()[0]}") from e
@@ -173,13 +176,16 @@ def load_sd(name_or_path: str, device: str = "auto") -> DiffusionModel:
 
 def load_vit(name_or_path: str) -> VisionModel:
     """Any ViTForImageClassification checkpoint (google/vit-base-patch16-224, models/vit-shapes) with
-    its image processor. Eager attention, because the fused (SDPA) kernels return no attention
-    weights and capture needs them exactly as the model computes them."""
+    its image processor. Its attention is ViT's eager attention (the fused SDPA kernels return no
+    attention weights; capture needs them exactly as the model computes them), registered as
+    glassbox's recording attention (app.capture.hooks)."""
     from transformers import AutoImageProcessor, ViTForImageClassification
+
+    from app.capture.vision import ATTENTION
 
     path, local = _locate(name_or_path, ["config.json", "model.safetensors", "preprocessor_config.json"])
     try:
-        model = ViTForImageClassification.from_pretrained(name_or_path, attn_implementation="eager", use_safetensors=True)
+        model = ViTForImageClassification.from_pretrained(name_or_path, attn_implementation=ATTENTION, use_safetensors=True)
         processor = AutoImageProcessor.from_pretrained(name_or_path)
     except Exception as e:  # noqa: BLE001 - a corrupt file raises anything (SafetensorError, KeyError...)
         raise ModelLoadError(f"could not load ViT model {name_or_path!r}: {str(e).splitlines()[0]}") from e

@@ -5,7 +5,7 @@ Hook points are named as in TransformerLens, with their shapes (batch of one dro
     hook_embed                        [pos, d_model]     token embedding (wte)
     hook_pos_embed                    [pos, d_model]     position embedding (wpe)
     blocks.{l}.ln1.hook_normalized    [pos, d_model]     X, the input of the attention's c_attn
-    blocks.{l}.attn.hook_q / _k / _v  [head, pos, d_head] split from c_attn's output
+    blocks.{l}.attn.hook_q / _k / _v  [head, pos, d_head] split from c_attn's output, as the attention reads them
     blocks.{l}.attn.hook_pattern      [head, query_pos, key_pos]  softmax(QKᵀ/√d + mask)
     blocks.{l}.attn.hook_z            [head, pos, d_head] pattern · V, the input of c_proj
     blocks.{l}.attn.hook_result       [pos, d_model]     concat(Z) · Wo + bo
@@ -19,9 +19,14 @@ from dataclasses import dataclass, field
 
 import numpy as np
 import torch
+from transformers.models.gpt2 import modeling_gpt2 as _gpt2
 
-from app.capture.hooks import hooked
+from app.capture.hooks import hooked, recording_attention
 from app.capture.hooks import meaning as hook_meaning
+
+# The attention implementation GPT-2 models are loaded with (app.registry): GPT-2's own eager
+# attention, which also hands Q, K, V, the weights and Z to a running capture.
+ATTENTION = recording_attention("glassbox_gpt2", _gpt2.eager_attention_forward)
 
 
 def hook_names(n_layers: int) -> list[str]:
@@ -108,7 +113,8 @@ def _np32(t: torch.Tensor) -> np.ndarray:
 
 @torch.no_grad()
 def capture(tm, text: str) -> TextTrace:
-    """1. tokenize; 2. forward once with hooks on every block; 3. gather arrays into a trace."""
+    """1. tokenize; 2. forward once, recording every block (the attention through ATTENTION, the
+    rest with two hooks per block); 3. gather arrays into a trace."""
     model, cfg = tm.model, tm.config
     ids = tokenize(tm, text)
     if not ids:
@@ -116,60 +122,48 @@ def capture(tm, text: str) -> TextTrace:
     H, D = cfg.n_head, cfg.n_embd
     dh = D // H
     acts: dict[str, torch.Tensor] = {}
-
-    def keep(name):
-        def fn(_module, _inp, out):
-            acts[name] = out[0] if isinstance(out, tuple) else out
-
-        return fn
-
-    def keep_input(name):
-        def fn(_module, inp):
-            acts[name] = inp[0]
-
-        return fn
-
-    qkv: dict[int, torch.Tensor] = {}  # c_attn's output [1, pos, 3·d_model], split after the pass
-
-    def split_qkv(l):
-        def fn(_module, _inp, out):
-            qkv[l] = out
-
-        return fn
-
     tr = model.transformer
-    hooks = [(tr.wte, "forward", keep("hook_embed")), (tr.wpe, "forward", keep("hook_pos_embed"))]
+    layer_of = {id(block.attn): l for l, block in enumerate(tr.h)}
+
+    def attention(module, q, k, v, weights, z):  # q, k, v, weights [1, head, pos, ·]; z [1, pos, head, d_head]
+        l = layer_of[id(module)]
+        acts.update({f"blocks.{l}.attn.hook_{n}": t for n, t in zip(("q", "k", "v", "pattern", "z"), (q, k, v, weights, z))})
+
+    def attn_ends(l):  # the attention's input is ln_1's output, X; its output is concat(Z)·Wo + bo
+        def fn(_module, inp, out):
+            acts[f"blocks.{l}.ln1.hook_normalized"], acts[f"blocks.{l}.attn.hook_result"] = inp[0], out[0]
+
+        return fn
+
+    def resid_post(l):
+        def fn(_module, _inp, out):
+            acts[f"blocks.{l}.hook_resid_post"] = out[0] if isinstance(out, tuple) else out
+
+        return fn
+
+    hooks = []
     for l, block in enumerate(tr.h):
-        hooks += [
-            (block.attn.c_attn, "pre", keep_input(f"blocks.{l}.ln1.hook_normalized")),
-            (block.attn.c_attn, "forward", split_qkv(l)),
-            (block.attn.c_proj, "pre", keep_input(f"blocks.{l}.attn.hook_z")),
-            (block.attn.c_proj, "forward", keep(f"blocks.{l}.attn.hook_result")),
-            (block, "forward", keep(f"blocks.{l}.hook_resid_post")),
-        ]
+        hooks += [(block.attn, "forward", attn_ends(l)), (block, "forward", resid_post(l))]
     input_ids = torch.tensor([ids])
-    with hooked(hooks):
+    with hooked(hooks, attention=attention):
         # Only the last position's logits are kept (the logit lens unembeds the stream itself), so the
         # unembedding runs on one position: with a 50k vocabulary that is most of the forward's cost.
-        out = model(input_ids, output_attentions=True, use_cache=False, logits_to_keep=1)
+        out = model(input_ids, use_cache=False, logits_to_keep=1)
+    if "blocks.0.attn.hook_pattern" not in acts:
+        raise RuntimeError(f"{tm.name} did not run glassbox's attention: load it with app.registry.load_gpt2")
+    # The embeddings are lookups: the rows of wte and wpe the model added.
+    acts["hook_embed"] = tr.wte.weight[input_ids[0]]
+    acts["hook_pos_embed"] = tr.wpe.weight[: len(ids)]
 
-    # Views, no copies (wire.encode packs strides), sliced and split into heads in numpy, whose views
-    # cost a fraction of torch's on arrays this small.
+    # Views, no copies (wire.encode packs strides); numpy's views cost a fraction of torch's on
+    # arrays this small.
     arrays: dict[str, np.ndarray] = {}
     for name in hook_names(cfg.n_layer):
-        if name.endswith("hook_pattern"):
-            a = _np32(out.attentions[int(name.split(".")[1])][0])
-        elif name.endswith(("hook_q", "hook_k", "hook_v")):  # [pos, 3·d_model] -> [head, pos, d_head]
-            i = "qkv".index(name[-1])
-            a = _np32(qkv[int(name.split(".")[1])])[0][:, i * D : (i + 1) * D].reshape(-1, H, dh).transpose(1, 0, 2)
-        else:
-            a = _np32(acts[name])
-            if a.ndim == 3 and a.shape[0] == 1:
-                a = a[0]
-            if name.endswith("hook_z"):  # c_proj's input is the heads merged: [pos, d_model]
-                a = a.reshape(-1, H, dh).transpose(1, 0, 2)
-            if name == "hook_pos_embed" and a.ndim == 2 and a.shape[0] != len(ids):
-                a = a[: len(ids)]
+        a = _np32(acts[name])
+        if a.ndim >= 3 and a.shape[0] == 1:
+            a = a[0]
+        if name.endswith("hook_z"):  # [pos, head, d_head] -> [head, pos, d_head]
+            a = a.transpose(1, 0, 2)
         arrays[name] = a
     return TextTrace(
         model=tm.name,

@@ -6,7 +6,7 @@ tokens: CLS first, then the P patches row by row):
     hook_patch_embed                  [patch, d_model]   each p×p×3 patch through the patch projection
     hook_pos_embed                    [N, d_model]       the learned position embeddings (row 0: CLS's)
     hook_embed                        [N, d_model]       CLS + patch embeddings + positions: the first stream
-    blocks.{l}.attn.hook_q / _k / _v  [head, N, d_head]  from q_proj / k_proj / v_proj
+    blocks.{l}.attn.hook_q / _k / _v  [head, N, d_head]  from q_proj / k_proj / v_proj, as the attention reads them
     blocks.{l}.attn.hook_pattern      [head, query, key] softmax(QKᵀ/√d): no mask, every token sees every token
     blocks.{l}.hook_resid_post        [N, d_model]       the residual stream after the block
 
@@ -21,9 +21,14 @@ from dataclasses import dataclass, field
 
 import numpy as np
 import torch
+from transformers.models.vit import modeling_vit as _vit
 
-from app.capture.hooks import hooked
+from app.capture.hooks import hooked, recording_attention
 from app.capture.hooks import meaning as hook_meaning
+
+# The attention implementation ViT models are loaded with (app.registry): ViT's own eager
+# attention, which also hands Q, K, V and the weights to a running capture.
+ATTENTION = recording_attention("glassbox_vit", _vit.eager_attention_forward)
 
 
 def hook_names(n_layers: int) -> list[str]:
@@ -136,65 +141,45 @@ def unnormalise(norm: tuple, pv: np.ndarray) -> np.ndarray:
 
 @torch.no_grad()
 def capture(vm, image, image_id: str, name: str, original: dict | None = None) -> VisionTrace:
-    """1. preprocess; 2. forward once with hooks on the embeddings and every block; 3. gather a trace."""
+    """1. preprocess; 2. forward once, recording the attention through ATTENTION and the stream with a
+    hook per block; 3. gather a trace."""
     model, cfg = vm.model, vm.config
     pixel_values = prepare(vm, image)
     H, D = cfg.num_attention_heads, cfg.hidden_size
     dh = D // H
     acts: dict[str, torch.Tensor] = {}
+    vit = model.vit
+    layer_of = {id(block.attention): l for l, block in enumerate(vit.layers)}
+
+    def attention(module, q, k, v, weights, _out):  # [1, head, N, ·]
+        l = layer_of[id(module)]
+        acts.update({f"blocks.{l}.attn.hook_{n}": t for n, t in zip(("q", "k", "v", "pattern"), (q, k, v, weights))})
 
     def keep(name):
         def fn(_module, _inp, out):
-            acts[name] = out[0] if isinstance(out, tuple) else out
-
-        return fn
-
-    split = set()  # [1, N, H·d_head], split into [head, N, d_head] after the pass, in numpy (cheaper views)
-
-    def keep_heads(name):
-        def fn(_module, _inp, out):
             acts[name] = out
-            split.add(name)
 
         return fn
 
-    def keep_pattern(name):
-        def fn(_module, _inp, out):  # ViTAttention returns (output, weights); weights [1, head, q, k]
-            if out[1] is None:
-                raise RuntimeError("the attention returned no weights: load the model with attn_implementation='eager'")
-            acts[name] = out[1]
+    def first_block(_module, inp, out):  # its input is the embeddings' output: the first stream
+        acts["hook_embed"], acts["blocks.0.hook_resid_post"] = inp[0], out
 
-        return fn
-
-    vit = model.vit
-    hooks = [
-        (vit.embeddings.patch_embeddings, "forward", keep("hook_patch_embed")),
-        (vit.embeddings, "forward", keep("hook_embed")),
-    ]
-    for l, block in enumerate(vit.layers):
-        attn = block.attention
-        hooks += [
-            (attn.q_proj, "forward", keep_heads(f"blocks.{l}.attn.hook_q")),
-            (attn.k_proj, "forward", keep_heads(f"blocks.{l}.attn.hook_k")),
-            (attn.v_proj, "forward", keep_heads(f"blocks.{l}.attn.hook_v")),
-            (attn, "forward", keep_pattern(f"blocks.{l}.attn.hook_pattern")),
-            (block, "forward", keep(f"blocks.{l}.hook_resid_post")),
-        ]
-    with hooked(hooks):
+    hooks = [(vit.embeddings.patch_embeddings, "forward", keep("hook_patch_embed")), (vit.layers[0], "forward", first_block)]
+    hooks += [(block, "forward", keep(f"blocks.{l}.hook_resid_post")) for l, block in enumerate(vit.layers) if l]
+    with hooked(hooks, attention=attention):
         logits = model(pixel_values).logits[0]
+    if "blocks.0.attn.hook_pattern" not in acts:
+        raise RuntimeError(f"{vm.name} did not run glassbox's attention: load it with app.registry.load_vit")
 
     # The position embeddings are a parameter, not an activation: a view of it, read once here.
     acts["hook_pos_embed"] = vit.embeddings.position_embeddings[0].detach()
     arrays: dict[str, np.ndarray] = {}
     for hook in hook_names(cfg.num_hidden_layers):
         t = acts[hook]
-        # Views, no copies (wire.encode packs strides); reshaped in numpy, whose views cost a
-        # fraction of torch's on these small arrays.
+        # Views, no copies (wire.encode packs strides).
         a = (t if t.dtype == torch.float32 else t.float()).numpy()
         if a.ndim >= 3 and a.shape[0] == 1:
             a = a[0]
-        if hook in split:  # [N, H·d_head] -> [head, N, d_head]
-            a = a.reshape(a.shape[0], H, dh).transpose(1, 0, 2)
         arrays[hook] = a
     ih, iw = pair(cfg.image_size)
     ph, pw = pair(cfg.patch_size)

@@ -198,7 +198,7 @@ def test_hub_id_loads_through_the_hub_cache(tiny_vit_dir, tmp_path, monkeypatch)
     monkeypatch.setattr(hub, "HF_HUB_OFFLINE", True)
     vm = load_vit("glassbox/tiny-vit")
     assert vm.name == "glassbox/tiny-vit" and vm.card_path is None
-    assert vm.model.config._attn_implementation == "eager"
+    assert vm.model.config._attn_implementation == "glassbox_vit"
     t = trace_of(vm)
     assert t.grid == (4, 4)
 

@@ -3,8 +3,11 @@
     pip install -e ".[bench]"          # once: bertviz and transformer-lens (this script installs nothing)
     python benchmarks/peers.py [--repeats 5] [--lengths 16 64 256] [--steps 20] [--threads N] [--profile]
 
-Every peer gets the same model object (the same weights in memory), the same token ids and the same
+Every peer gets the same weights (loaded from the same folder), the same token ids and the same
 settings as glassbox; nothing is downloaded (BertViz and TransformerLens are handed local objects).
+Three copies of each model are loaded so that none is slowed by another's hooks: the one glassbox
+serves (its recording attention), the floor (Hugging Face's eager attention, only ever called plain)
+and the peers' (output_attentions=True installs transformers' own output recorders on a model for good).
 
 1. BertViz (head view, model view) on the shipped GPT-2 and a GPT-2-small-sized one (12 layers × 12
    heads × 768, random weights, built in a temp dir): the HF forward with output_attentions plus
@@ -25,7 +28,9 @@ settings as glassbox; nothing is downloaded (BertViz and TransformerLens are han
    pipeline call with nothing recorded against app.capture.diffusion.run (what the server computes)
    and against the whole SSE stream of POST /api/diffusion/run (capture + encoding + streaming);
    the final images compared pixel by pixel. DAAM is not measured: see DAAM_BLOCKED.
-4. The floor: the plain forward (GPT-2) or the plain pipeline (SD), and glassbox's overhead above it.
+4. The floor: the plain forward (GPT-2; ViT from the picture, its image processor included) or the
+   plain pipeline (SD), and glassbox's overhead above it, for the shipped models and one the size of
+   GPT-2 small / ViT-Base (random weights).
 """
 
 from __future__ import annotations
@@ -59,7 +64,7 @@ from fastapi.testclient import TestClient  # noqa: E402
 from app.capture import diffusion as sd_capture  # noqa: E402
 from app.capture.text import capture, tokenize  # noqa: E402
 from app.main import create_app  # noqa: E402
-from app.registry import load_gpt2, load_sd  # noqa: E402
+from app.registry import load_gpt2, load_sd, load_vit  # noqa: E402
 from app.runs import TraceCache  # noqa: E402
 from app.settings import ROOT, Settings  # noqa: E402
 from app.wire import decode  # noqa: E402
@@ -173,8 +178,11 @@ def profile(fn, n: int, top: int = 14) -> str:
 def bench_gpt2(folder: Path, label: str, lengths: list[int], repeats: int, have: dict, do_profile: bool) -> list[dict]:
     from gpt2_capture import text_of
 
+    from transformers import GPT2LMHeadModel
+
     tm = load_gpt2(str(folder))
-    model = tm.model
+    floor = GPT2LMHeadModel.from_pretrained(str(folder), attn_implementation="eager").eval()
+    model = GPT2LMHeadModel.from_pretrained(str(folder), attn_implementation="eager").eval()  # the peers'
     tl = hooked_transformer(model) if have["transformer_lens"] else None
     app = create_app(Settings(gpt2=str(folder), vit="", sd=""))
     L, H = tm.config.n_layer, tm.config.n_head
@@ -196,7 +204,7 @@ def bench_gpt2(folder: Path, label: str, lengths: list[int], repeats: int, have:
 
             def plain():
                 with torch.no_grad():
-                    model(ids_t, use_cache=False)
+                    floor(ids_t, use_cache=False)
 
             def plain_attn():  # the same forward returning the attention weights (what capture asks for)
                 with torch.no_grad():
@@ -274,6 +282,59 @@ def bench_gpt2(folder: Path, label: str, lengths: list[int], repeats: int, have:
             rows.append(row)
             print(f"  {label} {T} tokens done", file=sys.stderr)
     return rows
+
+
+# ---------------------------------------------------------------------------------------------- ViT
+
+
+def bench_vit(folder: Path, label: str, repeats: int, do_profile: bool) -> dict:
+    """The floor for ViT: the picture through the image processor and a plain eager forward, against
+    glassbox's capture of the same picture (the same processor inside), and the first heatmap
+    through the app (POST /api/vision/attention, uncached)."""
+    from transformers import ViTForImageClassification
+
+    from app.capture import vision as cv
+    from app.images import gallery_picture
+
+    vm = load_vit(str(folder))
+    floor = ViTForImageClassification.from_pretrained(str(folder), attn_implementation="eager").eval()
+    peer = ViTForImageClassification.from_pretrained(str(folder), attn_implementation="eager").eval()
+    side = cv.pair(vm.config.image_size)[0]
+    pic = gallery_picture("scene-4", side)
+    app = create_app(Settings(gpt2=str(ROOT / "models" / "gpt2-tinystories"), vit=str(folder), sd=""))
+    with TestClient(app) as client:
+        runner = client.app.state.runner
+
+        def pixels():
+            return vm.processor(images=pic.image, return_tensors="pt")["pixel_values"]
+
+        def plain():
+            with torch.no_grad():
+                floor(pixels())
+
+        def plain_attn():
+            with torch.no_grad():
+                peer(pixels(), output_attentions=True)
+
+        def captured():
+            cv.capture(vm, pic.image, "scene-4", pic.name)
+
+        def first_heatmap():
+            runner.cache = TraceCache(runner.cache.max_bytes)
+            r = client.post("/api/vision/attention", json={"image": "scene-4", "layer": 0, "head": 0})
+            assert r.status_code == 200, r.text
+
+        fns = {"plain": plain, "plain_attn": plain_attn, "capture": captured, "first": first_heatmap}
+        t, samples, cpu = interleaved(fns, repeats)
+    row = {"model": label, "tokens": 1 + (side // cv.pair(vm.config.patch_size)[0]) ** 2,
+           **{k + "_s": v for k, v in t.items()}, "ratio": paired(samples, "capture", "plain"),
+           "cpu_plain_s": statistics.median(cpu["plain"]), "cpu_capture_s": statistics.median(cpu["capture"]),
+           "cpu_ratio": paired(cpu, "capture", "plain"), "cpu_ratio_attn": paired(cpu, "plain_attn", "plain"),
+           "first_ratio": paired(samples, "first", "plain")}
+    if do_profile and row["cpu_ratio"] > TARGET_OVERHEAD:
+        row["profile"] = f"--- {label}: capture ---\n{profile(captured, 50)}[plain]\n{profile(plain, 50)}"
+    print(f"  {label} done", file=sys.stderr)
+    return row
 
 
 # ---------------------------------------------------------------------------------------------- SD
@@ -355,7 +416,7 @@ def kb(n: float) -> str:
     return f"{n / 1e3:,.1f} KB" if n < 1e6 else f"{n / 1e6:,.2f} MB"
 
 
-def report(text_rows: list[dict], sd_row: dict | None, have: dict, args) -> None:
+def report(text_rows: list[dict], vit_rows: list[dict], sd_row: dict | None, have: dict, args) -> None:
     print(f"# {time.strftime('%Y-%m-%d')} · {platform.machine()} · {torch.get_num_threads()} torch threads · "
           f"torch {torch.__version__} · transformers {version('transformers')} · diffusers {version('diffusers')} · "
           f"bertviz {version('bertviz') or '-'} · transformer-lens {version('transformer-lens') or '-'} · "
@@ -409,7 +470,7 @@ def report(text_rows: list[dict], sd_row: dict | None, have: dict, args) -> None
           f"floor, CPU ms | capture, CPU ms | capture / plain, CPU (target ≤ {TARGET_OVERHEAD:.2f}) | "
           f"plain + output_attentions / plain, CPU | request → first heatmap / plain |")
     print("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
-    for r in text_rows:
+    for r in text_rows + vit_rows:
         print(f"| {r['model']} | {r['tokens']} | {r['plain_s'] * 1e3:,.1f} | {r['capture_s'] * 1e3:,.1f} | "
               f"{(r['capture_s'] - r['plain_s']) * 1e3:+,.1f} | {r['ratio']:.2f} | {r['cpu_plain_s'] * 1e3:,.1f} | "
               f"{r['cpu_capture_s'] * 1e3:,.1f} | {r['cpu_ratio']:.2f} {'✓' if r['cpu_ratio'] <= TARGET_OVERHEAD else '✗'} | "
@@ -423,7 +484,7 @@ def report(text_rows: list[dict], sd_row: dict | None, have: dict, args) -> None
     print()
     print("## Targets")
     print()
-    rows = text_rows + ([sd_row] if sd_row else [])
+    rows = text_rows + vit_rows + ([sd_row] if sd_row else [])
     worst = max(r["cpu_ratio"] for r in rows)
     over = [f"{r['model']} {r.get('tokens', r.get('steps'))}: {r['cpu_ratio']:.2f}" for r in rows if r["cpu_ratio"] > TARGET_OVERHEAD]
     print(f"- capture overhead ≤ {TARGET_OVERHEAD:.2f} × plain, every model (CPU time): worst {worst:.2f}, "
@@ -439,7 +500,7 @@ def report(text_rows: list[dict], sd_row: dict | None, have: dict, args) -> None
         d = max(r["tl_diff"] for r in text_rows)
         print(f"- attention equal to TransformerLens's within {TARGET_ATOL:g}: max {d:.1e} "
               f"{'met' if d <= TARGET_ATOL else 'NOT met'} (the float16 wire: max {max(r['tl_wire_diff'] for r in text_rows):.1e})")
-    for r in text_rows + ([sd_row] if sd_row else []):
+    for r in rows:
         if "profile" in r:
             print()
             print(r["profile"])
@@ -451,7 +512,7 @@ def main() -> None:
     ap.add_argument("--lengths", type=int, nargs="+", default=[16, 64, 256])
     ap.add_argument("--steps", type=int, default=20)
     ap.add_argument("--threads", type=int, default=0, help="torch threads (0: torch decides)")
-    ap.add_argument("--only", choices=["gpt2", "sd"], help="one part only")
+    ap.add_argument("--only", choices=["gpt2", "vit", "sd"], help="one part only")
     ap.add_argument("--profile", action="store_true", help="cProfile every case over the overhead target")
     args = ap.parse_args()
     if args.threads:
@@ -474,11 +535,19 @@ def main() -> None:
         with tempfile.TemporaryDirectory() as d:
             small = gpt2_small_random(shipped, Path(d) / "gpt2-small-random")
             text_rows += bench_gpt2(small, "gpt2-small (random)", args.lengths, args.repeats, have, args.profile)
+    vit_rows: list[dict] = []
+    if args.only in (None, "vit"):
+        from vit_capture import vit_base_random
+
+        vit_rows.append(bench_vit(ROOT / "models" / "vit-shapes", "vit-shapes", args.repeats, args.profile))
+        with tempfile.TemporaryDirectory() as d:
+            vit_rows.append(bench_vit(vit_base_random(Path(d) / "vit-base-random"), "ViT-Base/16 (random)",
+                                      args.repeats, args.profile))
     if args.only in (None, "sd"):
         sd = ROOT / "models" / "sd-shapes"
         if (sd / "model_index.json").exists():
             sd_row = bench_sd(sd, args.steps, args.repeats, args.profile)
-    report(text_rows, sd_row, have, args)
+    report(text_rows, vit_rows, sd_row, have, args)
 
 
 if __name__ == "__main__":

@@ -4,6 +4,11 @@ Hooks are global state on a shared model (TransformerLens calls this out): a hoo
 request would record into the next. So every capture goes through `hooked`, whose `finally`
 removes exactly the handles it added, whether the forward pass returned or raised.
 
+A hook on a shared model also fires for every other thread's forward pass through that module
+(two requests captured at once by the server's workers). So each capture marks its own context
+(a ContextVar, per thread) and its hooks act only on a forward run in that context: concurrent
+captures on one model each record their own input and nothing else.
+
 Attention is recorded without module hooks, the way transformers means it to be changed: the
 models are loaded with an attention implementation of ours (`recording_attention`, registered in
 transformers' AttentionInterface), which is the family's own eager attention and also hands Q, K,
@@ -27,8 +32,16 @@ from torch import nn
 Kind = Literal["forward", "pre", "forward_kwargs"]
 
 
-# The recorder of the capture running in this context (a request's worker thread), if any.
-_attention_recorder: ContextVar[Callable | None] = ContextVar("glassbox_attention_recorder", default=None)
+class _Capture:
+    """The capture running in a context: its identity, and its attention recorder if it has one."""
+
+    __slots__ = ("attention",)
+
+    def __init__(self, attention: Callable | None):
+        self.attention = attention
+
+
+_running: ContextVar[_Capture | None] = ContextVar("glassbox_capture", default=None)
 
 
 def recording_attention(name: str, eager: Callable) -> str:
@@ -40,9 +53,9 @@ def recording_attention(name: str, eager: Callable) -> str:
 
     def attend(module, query, key, value, attention_mask, **kwargs):
         output, weights = eager(module, query, key, value, attention_mask, **kwargs)
-        record = _attention_recorder.get()
-        if record is not None:
-            record(module, query, key, value, weights, output)
+        run = _running.get()
+        if run is not None and run.attention is not None:
+            run.attention(module, query, key, value, weights, output)
         return output, weights
 
     AttentionInterface.register(name, attend)
@@ -50,15 +63,27 @@ def recording_attention(name: str, eager: Callable) -> str:
     return name
 
 
+def _only_in(run: _Capture, fn: Callable) -> Callable:
+    def guarded(*args, **kwargs):  # another thread's forward through a module we hooked: not ours
+        if _running.get() is run:
+            return fn(*args, **kwargs)
+        return None
+
+    return guarded
+
+
 @contextmanager
 def hooked(hooks: Iterable[tuple[nn.Module, Kind, Callable]], attention: Callable | None = None) -> Iterator[None]:
     """hooks: (module, kind, fn) triples; fn has torch's hook signature for that kind
     ("forward_kwargs": a forward hook that also receives the call's keyword arguments).
-    attention: the recorder `recording_attention` calls during the block."""
+    attention: the recorder `recording_attention` calls during the block.
+    Both act only on forward passes run in this context (this thread, inside the block)."""
+    run = _Capture(attention)
+    token = _running.set(run)
     handles = []
-    token = _attention_recorder.set(attention)
     try:
         for module, kind, fn in hooks:
+            fn = _only_in(run, fn)
             if kind == "forward":
                 handles.append(module.register_forward_hook(fn))
             elif kind == "forward_kwargs":
@@ -67,7 +92,7 @@ def hooked(hooks: Iterable[tuple[nn.Module, Kind, Callable]], attention: Callabl
                 handles.append(module.register_forward_pre_hook(fn))
         yield
     finally:
-        _attention_recorder.reset(token)
+        _running.reset(token)
         for h in handles:
             h.remove()
 

@@ -115,6 +115,43 @@ def test_no_hook_leaks_even_when_the_forward_raises(tiny):
     assert hook_count(tiny.model) == before == 0
 
 
+def test_captures_in_parallel_threads_keep_their_own_arrays(shipped):
+    """The attention recorder is per context: two requests' captures running at once on one model
+    (the server's worker threads) each get their own text's arrays, and a plain forward beside them
+    records into neither."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    texts = [TEXT, "Once upon a time there was a little dog", "it was too small", "She smiled at the sun"]
+    alone = {t: capture(shipped, t) for t in texts}
+
+    def plain():
+        with torch.no_grad():
+            return shipped.model(torch.tensor([[1, 2, 3]]), use_cache=False).logits
+
+    with ThreadPoolExecutor(4) as pool:
+        futures = [pool.submit(capture, shipped, t) for t in texts * 3] + [pool.submit(plain) for _ in range(6)]
+        results = [f.result() for f in futures]
+    for tr in results[: len(texts) * 3]:
+        ref = alone[tr.text]
+        assert tr.token_ids == ref.token_ids
+        for name in hook_names(ref.n_layers):
+            np.testing.assert_array_equal(tr.acts[name], ref.acts[name], err_msg=name)
+    assert hook_count(shipped.model) == 0
+
+
+def test_a_model_not_loaded_with_the_recording_attention_is_refused(tiny_gpt2_dir):
+    from transformers import GPT2LMHeadModel
+
+    from app.registry import TextModel
+
+    tm = load_gpt2(str(tiny_gpt2_dir))
+    plain = TextModel(name="plain", source="x", tokenizer=tm.tokenizer,
+                      model=GPT2LMHeadModel.from_pretrained(str(tiny_gpt2_dir), attn_implementation="eager").eval())
+    with pytest.raises(RuntimeError, match="load it with app.registry.load_gpt2"):
+        capture(plain, "the cat")
+    assert hook_count(plain.model) == 0
+
+
 def test_odd_text_survives(shipped):
     for text in ["🙂 emoji", "שלום עולם", "zero\u200bwidth", "<img src=x onerror=alert(1)>"]:
         tr = capture(shipped, text)

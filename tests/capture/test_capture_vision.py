@@ -216,3 +216,20 @@ def test_load_errors_name_the_folder(tmp_path, tiny_vit_dir):
     (pickled / "model.safetensors").rename(pickled / "pytorch_model.bin")
     with pytest.raises(ModelLoadError, match="model.safetensors"):
         load_vit(str(pickled))
+
+
+def test_captures_in_parallel_threads_keep_their_own_arrays(shipped):
+    """Two requests' captures at once on one model (the server's worker threads): each trace holds
+    its own picture's arrays, as if it had run alone."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    ids = ["scene-1", "scene-2", "scene-3", "scene-4"]
+    alone = {g: trace_of(shipped, g) for g in ids}
+    with ThreadPoolExecutor(4) as pool:
+        traces = list(pool.map(lambda g: trace_of(shipped, g), ids * 3))
+    for t in traces:
+        ref = alone[t.image_id]
+        for name in cv.hook_names(ref.n_layers):
+            np.testing.assert_array_equal(t.acts[name], ref.acts[name], err_msg=name)
+        np.testing.assert_array_equal(t.logits, ref.logits)
+    assert hook_count(shipped.model) == 0

@@ -4,7 +4,7 @@
 
 For the shipped model and a GPT-2-small-sized model (12 layers, 12 heads, 768 wide, random weights)
 at 32, 128 and 512 tokens (the shipped model's context is 256, so it stops there) it prints:
-- capture / plain: glassbox's capture (hooks on every block + attention weights + arrays out) over a
+- capture / plain: glassbox's capture (the recording attention, two hooks per block, arrays out) over a
   plain eager forward pass of the same model on the same ids, medians of interleaved repeats;
 - first heatmap: time from the HTTP request to the first heatmap's data (POST /api/text/attention,
   uncached: tokenize, capture, encode), through the app in-process;

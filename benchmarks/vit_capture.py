@@ -4,7 +4,7 @@
 
 For the shipped model (64 px, 8 px patches, 4 layers) and a ViT-Base-sized model (224 px, 16 px
 patches, 12 layers × 12 heads, 768 wide, 1,000 classes, random weights) it prints:
-- capture / plain: glassbox's capture (hooks on the embeddings and every block, arrays out) over a
+- capture / plain: glassbox's capture (the recording attention, a hook per block, arrays out) over a
   plain eager forward of the same model, both from the same PIL picture through the same image
   processor, medians of interleaved repeats;
 - the bytes of each view's response (POST /api/vision/...) through the app in-process.

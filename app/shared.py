@@ -126,11 +126,12 @@ def digest(key: Hashable) -> str:
 
 # -- the store ---------------------------------------------------------------------------------
 
-# KEYS: entry, index (zset: entry -> last use), sizes (hash: entry -> bytes), total (bytes held)
+# Recency is a counter, not the clock: two uses within one millisecond of each other must still
+# be ordered (a tie in the zset falls back to the entry names, evicting a fresh entry).
+# KEYS: entry, index (zset: entry -> last use), sizes (hash: entry -> bytes), total (bytes held), clock
 # ARGV: payload, its bytes, the budget, TTL s. Evicts the least recently used until under budget.
 PUT = """
-local t = redis.call('TIME')
-local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+local now = redis.call('INCR', KEYS[5])
 local old = redis.call('HGET', KEYS[3], KEYS[1])
 if old then redis.call('DECRBY', KEYS[4], old) end
 redis.call('SET', KEYS[1], ARGV[1], 'EX', ARGV[4])
@@ -150,12 +151,11 @@ end
 return total
 """
 
-# KEYS: entry, index. ARGV: TTL s. The payload, marked as just used; nil when there is none.
+# KEYS: entry, index, clock. ARGV: TTL s. The payload, marked as just used; nil when there is none.
 GET = """
 local v = redis.call('GET', KEYS[1])
 if v then
-  local t = redis.call('TIME')
-  redis.call('ZADD', KEYS[2], 'XX', tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000), KEYS[1])
+  redis.call('ZADD', KEYS[2], 'XX', redis.call('INCR', KEYS[3]), KEYS[1])
   redis.call('EXPIRE', KEYS[1], ARGV[1])
 end
 return v
@@ -185,6 +185,7 @@ class RedisTraces:
         self.max_bytes = max_bytes
         self.prefix = f"{PREFIX}:{namespace}"
         self.index, self.sizes, self.total = f"{self.prefix}:index", f"{self.prefix}:sizes", f"{self.prefix}:total"
+        self.clock = f"{self.prefix}:clock"
         self._put, self._get = redis.register_script(PUT), redis.register_script(GET)
         self._release, self._renew = redis.register_script(RELEASE), redis.register_script(RENEW)
 
@@ -193,7 +194,7 @@ class RedisTraces:
 
     async def get(self, key: Hashable) -> Any | None:
         try:
-            payload = await self._get(keys=[self.entry(key), self.index], args=[ENTRY_TTL_S])
+            payload = await self._get(keys=[self.entry(key), self.index, self.clock], args=[ENTRY_TTL_S])
         except RedisError as e:
             log.warning("shared cache unreachable, computing locally: %s", e)
             return None
@@ -211,7 +212,7 @@ class RedisTraces:
         if len(payload) > self.max_bytes:
             return False
         try:
-            await self._put(keys=[self.entry(key), self.index, self.sizes, self.total],
+            await self._put(keys=[self.entry(key), self.index, self.sizes, self.total, self.clock],
                             args=[payload, len(payload), self.max_bytes, ENTRY_TTL_S])
         except RedisError as e:
             log.warning("could not share a trace: %s", e)

@@ -137,6 +137,26 @@ def test_redis_holds_at_most_the_budget_least_recently_used_out(url):
     asyncio.run(go())
 
 
+def test_redis_orders_uses_closer_than_a_millisecond(url):
+    """Uses in quick succession (many fall within one millisecond) keep their order: the entry
+    used least recently is the one evicted, whatever the names' order."""
+    async def go():
+        client = aioredis.from_url(url)
+        one = len(pack(small_trace(10)))
+        store = RedisTraces(client, "quick", int(2.5 * one))
+        for round in range(60):
+            a, b, c = (f"{round}-{n}" for n in "abc")
+            await store.put(a, small_trace(10, a))
+            await store.put(b, small_trace(10, b))
+            assert await store.get(a) is not None  # a is now more recent than b
+            await store.put(c, small_trace(10, c))
+            assert await store.get(b) is None, round
+            assert await store.get(a) is not None and await store.get(c) is not None, round
+        await client.aclose()
+
+    asyncio.run(go())
+
+
 def two_runners(url: str):
     clients = [aioredis.from_url(url) for _ in range(2)]
     runners = []

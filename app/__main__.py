@@ -23,7 +23,7 @@ def main(argv: list[str] | None = None) -> None:
 
     train = sub.add_parser("train", help="train a shipped model into models/")
     train.add_argument("family", choices=["gpt2", "vit", "sd"])
-    train.add_argument("--steps", type=int, help="override the recipe's number of steps")
+    train.add_argument("--steps", type=int, help="override the recipe's number of steps (sd: of its main stage; the detail stage keeps its proportion)")
     train.add_argument("--card", action="store_true", help="only re-measure the trained model and rewrite its card")
     train.add_argument("--out", type=Path, help="output folder (default models/<name>)")
     train.add_argument("--repeat-frac", type=float, help="share of windows carrying a repeated random span")

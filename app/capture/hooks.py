@@ -27,6 +27,8 @@ from contextlib import contextmanager
 from contextvars import ContextVar
 from typing import Literal
 
+import numpy as np
+import torch
 from torch import nn
 
 Kind = Literal["forward", "pre", "forward_kwargs"]
@@ -95,6 +97,12 @@ def hooked(hooks: Iterable[tuple[nn.Module, Kind, Callable]], attention: Callabl
         _running.reset(token)
         for h in handles:
             h.remove()
+
+
+def float32_view(t: torch.Tensor) -> np.ndarray:
+    """What a hook recorded, as float32 numpy: a view of a float32 tensor (no copy; wire.encode packs
+    strides), a converted copy of any other (float16 on a GPU)."""
+    return (t if t.dtype == torch.float32 else t.float()).numpy()
 
 
 def meaning(meanings: dict[str, str], name: str) -> str:

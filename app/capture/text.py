@@ -21,7 +21,7 @@ import numpy as np
 import torch
 from transformers.models.gpt2 import modeling_gpt2 as _gpt2
 
-from app.capture.hooks import hooked, recording_attention
+from app.capture.hooks import float32_view, hooked, recording_attention
 from app.capture.hooks import meaning as hook_meaning
 
 # The attention implementation GPT-2 models are loaded with (app.registry): GPT-2's own eager
@@ -106,11 +106,6 @@ def token_texts(tokenizer, ids: list[int]) -> list[str]:
     return tokenizer.batch_decode([[i] for i in ids])
 
 
-def _np32(t: torch.Tensor) -> np.ndarray:
-    """float32 numpy: a view of a float32 tensor, a converted copy of any other."""
-    return (t if t.dtype == torch.float32 else t.float()).numpy()
-
-
 @torch.no_grad()
 def capture(tm, text: str) -> TextTrace:
     """1. tokenize; 2. forward once, recording every block (the attention through ATTENTION, the
@@ -159,7 +154,7 @@ def capture(tm, text: str) -> TextTrace:
     # arrays this small.
     arrays: dict[str, np.ndarray] = {}
     for name in hook_names(cfg.n_layer):
-        a = _np32(acts[name])
+        a = float32_view(acts[name])
         if a.ndim >= 3 and a.shape[0] == 1:
             a = a[0]
         if name.endswith("hook_z"):  # [pos, head, d_head] -> [head, pos, d_head]

@@ -25,7 +25,7 @@ import numpy as np
 import torch
 from transformers.models.vit import modeling_vit as _vit
 
-from app.capture.hooks import hooked, recording_attention
+from app.capture.hooks import float32_view, hooked, recording_attention
 from app.capture.hooks import meaning as hook_meaning
 
 # The attention implementation ViT models are loaded with (app.registry): ViT's own eager
@@ -185,8 +185,8 @@ def capture(vm, image, image_id: str, name: str, original: dict | None = None) -
     if attn[0] is None:
         raise RuntimeError(f"{vm.name} did not run glassbox's attention: load it with app.registry.load_vit")
 
-    def np32(t: torch.Tensor) -> np.ndarray:  # a view without the batch axis (wire.encode packs strides)
-        return (t if t.dtype == torch.float32 else t.float()).numpy()[0]
+    def np32(t: torch.Tensor) -> np.ndarray:  # without the batch axis
+        return float32_view(t)[0]
 
     arrays: dict[str, np.ndarray] = {
         "hook_patch_embed": np32(patches[0]),

@@ -198,7 +198,8 @@ def to_uint8(images: torch.Tensor) -> np.ndarray:
 
 def from_uint8(images: np.ndarray) -> torch.Tensor:
     """uint8 [n, H, W, 3] -> [n, 3, H, W] in [-1, 1], what the VAE encodes (to_uint8's inverse)."""
-    return torch.from_numpy(np.ascontiguousarray(images)).permute(0, 3, 1, 2).float() / 127.5 - 1
+    # torch.tensor copies: the array may be read-only (decoded from a cached PNG), from_numpy would warn
+    return torch.tensor(images).permute(0, 3, 1, 2).float() / 127.5 - 1
 
 
 def alpha_bar(scheduler, t) -> float:

@@ -116,11 +116,12 @@ class VisionTrace:
 def prepare(vm, image) -> torch.Tensor:
     """PIL RGB -> pixel_values [1, 3, H, W] by the checkpoint's own image processor (resize, rescale,
     normalise), so an upload is read exactly as the model was trained to read pictures."""
+    shape = _shape(vm)
     pv = vm.processor(images=image, return_tensors="pt")["pixel_values"]
-    want = pair(vm.config.image_size)
+    want = shape.image_size
     if tuple(pv.shape[-2:]) != want:
         raise ValueError(f"{vm.name}'s image processor makes {tuple(pv.shape[-2:])} px inputs; the model expects {want}.")
-    return pv.to(vm.model.dtype)
+    return pv if pv.dtype == shape.dtype else pv.to(shape.dtype)
 
 
 def normalisation(processor) -> tuple:
@@ -148,7 +149,34 @@ def _layer_names(n_layers: int) -> list[tuple[str, ...]]:
             for l in range(n_layers)]
 
 
-_layer_of: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()  # model -> {id(attention module): layer}
+@dataclass(frozen=True)
+class _Shape:
+    """What a capture reads of a model that never changes once loaded: read once per model, since a
+    transformers config's attribute reads cost microseconds each and this forward is ~3 ms."""
+
+    layer_of: dict  # id(attention module) -> layer
+    n_heads: int
+    d_model: int
+    n_layers: int
+    image_size: tuple[int, int]
+    patch_size: tuple[int, int]
+    labels: list
+    dtype: torch.dtype  # the model's (float16 on a GPU); model.dtype walks the parameters each time
+
+
+_shapes: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()  # model -> _Shape
+
+
+def _shape(vm) -> _Shape:
+    got = _shapes.get(vm.model)
+    if got is None:
+        cfg = vm.config
+        got = _shapes[vm.model] = _Shape(
+            layer_of={id(block.attention): l for l, block in enumerate(vm.model.vit.layers)},
+            n_heads=cfg.num_attention_heads, d_model=cfg.hidden_size, n_layers=cfg.num_hidden_layers,
+            image_size=pair(cfg.image_size), patch_size=pair(cfg.patch_size), labels=vm.labels,
+            dtype=vm.model.dtype)
+    return got
 
 
 @torch.no_grad()
@@ -156,13 +184,10 @@ def capture(vm, image, image_id: str, name: str, original: dict | None = None) -
     """1. preprocess; 2. forward once, recording the attention through ATTENTION and the stream with a
     hook per block; 3. gather a trace. (Kept lean: on the shipped model the whole forward is ~4 ms,
     so every per-call step counts against the 1.10 × plain target.)"""
-    model, cfg = vm.model, vm.config
+    model, shape = vm.model, _shape(vm)
     pixel_values = prepare(vm, image)
-    H, D, L = cfg.num_attention_heads, cfg.hidden_size, cfg.num_hidden_layers
+    H, D, L, layer_of = shape.n_heads, shape.d_model, shape.n_layers, shape.layer_of
     vit = model.vit
-    layer_of = _layer_of.get(model)
-    if layer_of is None:
-        layer_of = _layer_of[model] = {id(block.attention): l for l, block in enumerate(vit.layers)}
     attn: list = [None] * L  # per layer (q, k, v, weights), each [1, head, N, ·]
     resid: list = [None] * (L + 1)  # the stream: the embeddings, then each block's output
     patches = []
@@ -197,8 +222,7 @@ def capture(vm, image, image_id: str, name: str, original: dict | None = None) -
     for l, names in enumerate(_layer_names(L)):
         for n, t in zip(names, (*attn[l], resid[l + 1])):
             arrays[n] = np32(t)
-    ih, iw = pair(cfg.image_size)
-    ph, pw = pair(cfg.patch_size)
+    (ih, iw), (ph, pw) = shape.image_size, shape.patch_size
     dh = D // H
     pv = pixel_values[0].float().numpy()
     return VisionTrace(
@@ -208,11 +232,11 @@ def capture(vm, image, image_id: str, name: str, original: dict | None = None) -
         image_size=(ih, iw),
         patch_size=(ph, pw),
         grid=(ih // ph, iw // pw),
-        n_layers=cfg.num_hidden_layers,
+        n_layers=L,
         n_heads=H,
         d_head=dh,
         d_model=D,
-        labels=vm.labels,
+        labels=shape.labels,
         pixel_values=pv,
         normalisation=normalisation(vm.processor),
         acts=arrays,

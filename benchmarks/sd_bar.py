@@ -107,7 +107,7 @@ def measure(model: str, n_prompts: int = 100, seeds=SEEDS) -> dict:
                     kind = ("start" if i == 0 else "end" if i == tr.n_tokens - 1 else "padding" if i >= tr.n_tokens
                             else "shape_word" if tok == shape else "colour_word" if tok == colour else "other_words")
                     ratios.setdefault(kind, []).append(mass_ratio(words[i], fg))
-            rows.append({"prompt": prompt, "seed": seed, "shape": got_shape == shape, "colour": judge_colour(img, fg) == colour,
+            rows.append({"prompt": prompt, "seed": seed, "asked": shape, "shape": got_shape == shape, "colour": judge_colour(img, fg) == colour,
                          "position": judge_position(fg) == position, "ratios": {k: float(np.mean(v)) for k, v in ratios.items()}})
             if len(samples) < 24 and seed == SEEDS[0]:
                 samples.append((prompt, img))
@@ -122,6 +122,9 @@ def measure(model: str, n_prompts: int = 100, seeds=SEEDS) -> dict:
         "position": float(np.mean([r["position"] for r in rows])),
         "ratio": {k: float(np.mean([r["ratios"][k] for r in rows if k in r["ratios"]])) for k in kinds
                   if any(k in r["ratios"] for r in rows)},
+        # which shapes it draws worst: what a teacher should know before choosing a prompt
+        "shape_by_name": {s: float(np.mean([r["shape"] for r in rows if r["asked"] == s]))
+                          for s in SHAPES if any(r["asked"] == s for r in rows)},
     }
     result["pass"] = {k: (result[k] if k in ("shape", "colour", "position") else result["ratio"][k]) >= v for k, v in BAR.items()}
     return result, samples
@@ -167,6 +170,9 @@ def write_card(out: Path, res: dict, samples, note: str = "", time_note: str = "
     ok = lambda k: "yes" if res["pass"][k] else "**no**"  # noqa: E731
     detail = (f", then a detail stage of {r['detail_steps']} more steps with {r['detail_share']:.0%} of each batch's timesteps"
               f" below {r['detail_t_max']} (learning rate {r['detail_lr']:g})" if r.get("detail_steps") else "")
+    by = res.get("shape_by_name")
+    by_shape = ("Shape right, by the shape asked for: " + ", ".join(f"{k} {v:.0%}" for k, v in
+                sorted(by.items(), key=lambda kv: -kv[1])) + ".\n\n") if by else ""
     ratio_rows = "\n".join(f"| {k.replace('_', ' ')} | {v:.2f} |" for k, v in res["ratio"].items())
     card = f"""---
 library_name: diffusers
@@ -237,7 +243,7 @@ position by the region holding the foreground's centre.
 | shape word: attention mass in object / object's share | {res['ratio']['shape_word']:.2f} | ≥ 2 | {ok('shape_word')} |
 | colour word: attention mass in object / object's share | {res['ratio']['colour_word']:.2f} | ≥ 2 | {ok('colour_word')} |
 
-Attention ratio per token (each token's map averaged over steps, layers and heads; 1 = flat):
+{by_shape}Attention ratio per token (each token's map averaged over steps, layers and heads; 1 = flat):
 
 | token | ratio |
 |---|---:|

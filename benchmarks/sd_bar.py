@@ -172,7 +172,8 @@ def write_card(out: Path, res: dict, samples, note: str = "", time_note: str = "
               f" below {r['detail_t_max']} (learning rate {r['detail_lr']:g})" if r.get("detail_steps") else "")
     by = res.get("shape_by_name")
     by_shape = ("Shape right, by the shape asked for: " + ", ".join(f"{k} {v:.0%}" for k, v in
-                sorted(by.items(), key=lambda kv: -kv[1])) + ".\n\n") if by else ""
+                sorted(by.items(), key=lambda kv: -kv[1])) + ". The judge is the ViT, at 64 px: some"
+                " hearts and arrows it accepts are rounder than the shape module draws them (see the samples).\n\n") if by else ""
     ratio_rows = "\n".join(f"| {k.replace('_', ' ')} | {v:.2f} |" for k, v in res["ratio"].items())
     card = f"""---
 library_name: diffusers

@@ -132,6 +132,22 @@ def _name_and_card(name_or_path: str, path: Path, local: bool) -> tuple[str, Pat
     return (path.name if local else name_or_path), card
 
 
+def _load_transformers(name_or_path: str, what: str, model_type: str, needed: list[str], load):
+    """(model in eval mode, its tokenizer or processor, name, model card) from `load()`, any failure
+    a ModelLoadError that names the checkpoint, and a model of another type refused."""
+    path, local = _locate(name_or_path, needed)
+    try:
+        model, companion = load()
+    except Exception as e:  # noqa: BLE001 - a corrupt file raises anything (SafetensorError, KeyError...)
+        raise ModelLoadError(f"could not load {what} model {name_or_path!r}: {str(e).splitlines()[0]}") from e
+    if model.config.model_type != model_type:
+        raise ModelLoadError(f"{name_or_path!r} is a {model.config.model_type} model, not {what}")
+    model.eval()
+    name, card = _name_and_card(name_or_path, path, local)
+    log.info("loaded %s from %s", name, name_or_path)
+    return model, companion, name, card
+
+
 def load_gpt2(name_or_path: str) -> TextModel:
     """Any GPT2LMHeadModel checkpoint. Its attention is GPT-2's eager attention (the fused SDPA
     kernels return no attention weights; capture needs them exactly as the model computes them),
@@ -140,17 +156,10 @@ def load_gpt2(name_or_path: str) -> TextModel:
 
     from app.capture.text import ATTENTION
 
-    path, local = _locate(name_or_path, ["config.json", "model.safetensors"])
-    try:
-        model = GPT2LMHeadModel.from_pretrained(name_or_path, attn_implementation=ATTENTION, use_safetensors=True)
-        tokenizer = AutoTokenizer.from_pretrained(name_or_path)
-    except Exception as e:  # noqa: BLE001 - a corrupt file raises anything (SafetensorError, KeyError...)
-        raise ModelLoadError(f"could not load GPT-2 model {name_or_path!r}: {str(e).splitlines()[0]}") from e
-    if model.config.model_type != "gpt2":
-        raise ModelLoadError(f"{name_or_path!r} is a {model.config.model_type} model, not GPT-2")
-    model.eval()
-    name, card = _name_and_card(name_or_path, path, local)
-    log.info("loaded %s from %s", name, name_or_path)
+    model, tokenizer, name, card = _load_transformers(
+        name_or_path, "GPT-2", "gpt2", ["config.json", "model.safetensors"],
+        lambda: (GPT2LMHeadModel.from_pretrained(name_or_path, attn_implementation=ATTENTION, use_safetensors=True),
+                 AutoTokenizer.from_pretrained(name_or_path)))
     return TextModel(name=name, source=name_or_path, model=model, tokenizer=tokenizer, card_path=card)
 
 
@@ -183,17 +192,10 @@ def load_vit(name_or_path: str) -> VisionModel:
 
     from app.capture.vision import ATTENTION
 
-    path, local = _locate(name_or_path, ["config.json", "model.safetensors", "preprocessor_config.json"])
-    try:
-        model = ViTForImageClassification.from_pretrained(name_or_path, attn_implementation=ATTENTION, use_safetensors=True)
-        processor = AutoImageProcessor.from_pretrained(name_or_path)
-    except Exception as e:  # noqa: BLE001 - a corrupt file raises anything (SafetensorError, KeyError...)
-        raise ModelLoadError(f"could not load ViT model {name_or_path!r}: {str(e).splitlines()[0]}") from e
-    if model.config.model_type != "vit":
-        raise ModelLoadError(f"{name_or_path!r} is a {model.config.model_type} model, not ViT")
-    model.eval()
-    name, card = _name_and_card(name_or_path, path, local)
-    log.info("loaded %s from %s", name, name_or_path)
+    model, processor, name, card = _load_transformers(
+        name_or_path, "ViT", "vit", ["config.json", "model.safetensors", "preprocessor_config.json"],
+        lambda: (ViTForImageClassification.from_pretrained(name_or_path, attn_implementation=ATTENTION, use_safetensors=True),
+                 AutoImageProcessor.from_pretrained(name_or_path)))
     return VisionModel(name=name, source=name_or_path, model=model, processor=processor, card_path=card)
 
 

@@ -388,13 +388,14 @@ export function autoGrow(ta) {
   ta.style.height = `${ta.scrollHeight + 2}px`;
 }
 
-/** The served models, for an optional <select id="model"> (hidden when only one is served). */
-export async function initModelSelect(state) {
+/** The served models of a family ("text", "vision"), for an optional <select id="model"> (hidden
+ * when only one is served). */
+export async function initModelSelect(state, family = "text") {
   const sel = $("model");
   if (!sel) return;
   let models = [];
   try {
-    models = (await api("/api/models")).text || [];
+    models = (await api("/api/models"))[family] || [];
   } catch (e) {
     return;
   }

@@ -4,6 +4,7 @@
 
 import {
   $, api, ApiError, guarded, readState, writeState, latestOnly, baseLayout, plot, plotlyText, fmt, SEQUENTIAL, MARK, setTraceExport, t, pictureCaption,
+  initModelSelect,
 } from "./common.js";
 
 /**
@@ -78,7 +79,7 @@ export async function initPicker(state, onTrace) {
     });
   }
 
-  await initVisionModel(state);
+  await initModelSelect(state, "vision");
   let items = [];
   try {
     items = (await api("/api/vision/gallery")).items;
@@ -126,26 +127,6 @@ function markPicture(sel, vt) {
   // Set each time: the same picture uploaded again under another file name keeps its id.
   if (opt.dataset.upload) opt.textContent = t("Your upload: {name}", { name });
   sel.value = vt.image;
-}
-
-async function initVisionModel(state) {
-  const sel = $("model");
-  let models = [];
-  try {
-    models = (await api("/api/models")).vision || [];
-  } catch (e) {
-    return;
-  }
-  sel.replaceChildren();
-  for (const m of models) {
-    const o = document.createElement("option");
-    o.value = m.name;
-    o.textContent = t("{name} ({layers} layers × {heads} heads)", { name: m.name, layers: m.n_layers, heads: m.n_heads });
-    sel.append(o);
-  }
-  if (state.model && models.some((m) => m.name === state.model)) sel.value = state.model;
-  else state.model = models.length ? models[0].name : "";
-  sel.closest(".field").hidden = models.length < 2;
 }
 
 // ---------------------------------------------------------------------------------------------
